@@ -1,0 +1,6 @@
+"""pyzdb: nested Python lists and dicts on a server, queried with Python syntax over ZeroMQ."""
+
+from pyzdb.errors import PyzdbError
+
+__version__ = "0.1.0"
+__all__ = ["PyzdbError", "__version__"]

@@ -1,0 +1,183 @@
+"""Command lines: ``pyzdb-server``, ``pyzdb`` (the prompt) and ``pyzdb-exec``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pyzdb import __version__
+from pyzdb.client import DEFAULT_TIMEOUT, DEFAULT_WRITE_URI
+from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig
+
+_POSITIONAL_URIS = ("write_client_uri", "write_server_uri", "read_client_uri", "read_server_uri", "lock_uri")
+
+SERVER_EPILOG = """\
+examples:
+  pyzdb-server                       store db.pkl, writes on 5559, reads on 5561, lock on 5558
+  pyzdb-server -ro                   a read-only server behind the read queue (port 5562)
+  pyzdb-server data.pkl --port-base 6000
+  server.py db.pkl tcp://127.0.0.1:5559 tcp://127.0.0.1:5560 tcp://127.0.0.1:5561 tcp://127.0.0.1:5562 tcp://127.0.0.1:5558
+
+Every address is bound on 127.0.0.1 unless you name another interface:
+pyzdb has no authentication, so listening beyond this machine is your choice.
+"""
+
+
+def server_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``pyzdb-server`` / ``server.py``."""
+    parser = argparse.ArgumentParser(
+        prog="pyzdb-server",
+        description="Run the pyzdb read-write server and its queue devices, or a read-only server (-ro).",
+        epilog=SERVER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("db_filename", nargs="?", help="store file (default: db.pkl)")
+    for name in _POSITIONAL_URIS:
+        parser.add_argument(name, nargs="?", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help="store file (default: db.pkl in the current folder)")
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=DEFAULT_PORT_BASE,
+        metavar="N",
+        help="lock on N, write queue on N+1 (clients) and N+2 (servers), "
+        "read queue on N+3 and N+4 (default: %(default)s)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    for name in _POSITIONAL_URIS:
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(
+            flag, dest=f"opt_{name}", metavar="URI", help=f"override the {name.replace('_', ' ')}"
+        )
+    parser.add_argument(
+        "-ro", "--read-only", action="store_true", help="run a read-only server behind the read queue"
+    )
+    parser.add_argument(
+        "--allow-exec", action="store_true", help="let pyzdb-exec run Python code in the server (unsafe)"
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="lock lease (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fsync",
+        choices=FSYNC_POLICIES,
+        default="everysec",
+        help="journal fsync policy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--undo-limit", type=int, default=1000, metavar="N", help="undo steps kept (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=ServerConfig.max_message_size,
+        metavar="BYTES",
+        help="largest request accepted (default: %(default)s)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
+    parser.add_argument("--version", action="version", version=f"pyzdb {__version__}")
+    return parser
+
+
+def server_config(argv: list[str] | None = None) -> ServerConfig:
+    """Parse a server command line into a :class:`ServerConfig`."""
+    parser = server_parser()
+    args = parser.parse_args(argv)
+    if args.undo_limit < 0:
+        parser.error("--undo-limit cannot be negative")
+    if args.lock_timeout <= 0:
+        parser.error("--lock-timeout must be positive")
+    config = ServerConfig.from_port_base(
+        args.port_base,
+        host=args.host,
+        db=args.db or args.db_filename or "db.pkl",
+        read_only=args.read_only,
+        allow_exec=args.allow_exec,
+        lock_timeout=args.lock_timeout,
+        fsync=args.fsync,
+        undo_limit=args.undo_limit,
+        max_message_size=args.max_message_size,
+        verbose=args.verbose,
+    )
+    for name in _POSITIONAL_URIS:
+        uri = getattr(args, f"opt_{name}") or getattr(args, name)
+        if uri:
+            setattr(config, name, uri)
+    return config
+
+
+def setup_logging(verbose: int) -> None:
+    """Log warnings by default, info with -v, debug with -vv."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main_server(argv: list[str] | None = None) -> int:
+    """Entry point of ``pyzdb-server``."""
+    config = server_config(argv)
+    setup_logging(config.verbose)
+    from pyzdb.server.readonly import ReadOnlyServer
+    from pyzdb.server.rw import ReadWriteServer
+
+    try:
+        server = ReadOnlyServer(config) if config.read_only else ReadWriteServer(config)
+        return server.run()
+    except Exception as exc:  # start-up failures: one clear line, not a traceback
+        import zmq
+
+        if isinstance(exc, (OSError, ValueError, EOFError, zmq.ZMQError)):
+            print(f"pyzdb-server: cannot start: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def client_parser(prog: str, description: str, read_uri: bool) -> argparse.ArgumentParser:
+    """The argument parser of the prompt and of the exec client."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "write_uri", nargs="?", default=DEFAULT_WRITE_URI, help="write queue (default: %(default)s)"
+    )
+    if read_uri:
+        parser.add_argument(
+            "read_uri",
+            nargs="?",
+            help="read queue of read-only servers (default: none, read from the writer)",
+        )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds to wait for a reply (default: %(default)s)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more")
+    return parser
+
+
+def main_client(argv: list[str] | None = None) -> int:
+    """Entry point of ``pyzdb`` / ``client.py``: the interactive prompt."""
+    args = client_parser("pyzdb", "The pyzdb prompt: type Python, `db` is the store.", True).parse_args(argv)
+    setup_logging(args.verbose)
+    from pyzdb.repl import run_prompt
+
+    return run_prompt(args.write_uri, args.read_uri, args.timeout)
+
+
+def main_exec(argv: list[str] | None = None) -> int:
+    """Entry point of ``pyzdb-exec`` / ``exec_client.py``: run lines on the server."""
+    parser = client_parser(
+        "pyzdb-exec",
+        "Debugging client: each line is executed inside the server (needs --allow-exec there).",
+        False,
+    )
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    from pyzdb.repl import run_exec_prompt
+
+    return run_exec_prompt(args.write_uri, args.timeout)

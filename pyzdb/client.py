@@ -1,0 +1,199 @@
+"""The synchronous client: sockets, timeouts, retries and the lock.
+
+::
+
+    from pyzdb.client import client
+    db, conn = client()                 # tcp://localhost:5559, no read replicas
+    db['x'] = 3
+    conn.close()
+
+    with connect(timeout=5) as conn:    # closes its sockets on exit
+        conn.db['x'] += 1
+
+Reliability follows the ZeroMQ guide's "lazy pirate": a request that gets no
+reply within ``retry_interval`` is resent on a fresh socket, with the interval
+doubling, until ``timeout`` runs out and :class:`pyzdb.errors.TimeoutError`
+is raised; the connection stays usable.  Reads are simply resent.  Writes
+carry this client's id and a sequence number, and the server answers a
+resent write from its record of the first reply, so a write is never applied
+twice, across a server restart included.  One connection serves one thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+
+from pyzdb import errors, protocol
+from pyzdb.proxy import Root
+
+DEFAULT_WRITE_URI = "tcp://localhost:5559"
+DEFAULT_TIMEOUT = 60.0
+RETRY_INTERVAL = 2.0
+
+
+class Channel:
+    """One REQ socket to one address, replaced whenever a reply is overdue."""
+
+    def __init__(self, context: zmq.Context, uri: str) -> None:
+        self.uri = uri
+        self._context = context
+        self._socket: zmq.Socket | None = None
+
+    def _open(self) -> zmq.Socket:
+        if self._socket is None:
+            self._socket = self._context.socket(zmq.REQ)
+            self._socket.linger = 0
+            self._socket.connect(self.uri)
+        return self._socket
+
+    def reset(self) -> None:
+        """Drop the socket (and anything queued in it)."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def request(self, raw: bytes, timeout: float, retry_interval: float) -> bytes:
+        """Send ``raw`` and return the reply, resending until ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        interval = retry_interval
+        while True:
+            try:
+                sock = self._open()
+                sock.send(raw)
+                remaining = deadline - time.monotonic()
+                if sock.poll(max(0.0, min(interval, remaining)) * 1000):
+                    return sock.recv()
+            except BaseException:
+                self.reset()  # e.g. Ctrl-C while waiting: never leave a REQ socket mid-request
+                raise
+            self.reset()
+            if time.monotonic() >= deadline:
+                raise errors.TimeoutError(f"no reply from {self.uri} within {timeout:g} s")
+            interval *= 2
+
+
+class Connection:
+    """A client's sockets to a pyzdb server; ``conn.db`` is the root reference."""
+
+    def __init__(
+        self,
+        write_uri: str = DEFAULT_WRITE_URI,
+        read_uri: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry_interval: float = RETRY_INTERVAL,
+    ) -> None:
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.client_id = secrets.token_hex(8)
+        self._context = zmq.Context()
+        self._write = Channel(self._context, write_uri)
+        self._read = Channel(self._context, read_uri) if read_uri else self._write
+        self._lock: Channel | None = None
+        self._token: str | None = None
+        self._seq = 0
+        self.db = Root(self)
+
+    def call(
+        self,
+        op: str,
+        path: tuple = (),
+        method: str | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> Any:
+        """Send one request and return its result, or raise the error it carried."""
+        write = protocol.is_write(op, method)
+        self._seq += 1
+        message = protocol.build_request(
+            op,
+            path,
+            method,
+            args,
+            kwargs,
+            id=self._seq,
+            client=self.client_id if write else None,
+            seq=self._seq if write else None,
+            token=self._token,
+        )
+        channel = self._lock or (self._write if write else self._read)
+        try:
+            raw = channel.request(protocol.encode_request(message), self.timeout, self.retry_interval)
+        except errors.TimeoutError as exc:
+            if write:
+                exc.message += "; the write may or may not have been applied"
+            raise
+        return protocol.decode_reply(raw)[1]
+
+    def lock(self) -> None:
+        """Take the server's lock; other clients' requests wait until :meth:`unlock`."""
+        if self._token is not None:
+            raise errors.LockError("this connection already holds the lock")
+        grant = self.call("lock")
+        self._lock = Channel(self._context, _lock_address(self._write.uri, grant["lock_uri"]))
+        self._token = grant["token"]
+
+    def unlock(self) -> None:
+        """Give the lock back (raises ``LockError`` if it had expired)."""
+        if self._token is None:
+            raise errors.LockError("this connection does not hold the lock")
+        try:
+            self.call("unlock")
+        finally:
+            self._lock.reset()
+            self._lock = self._token = None
+
+    @contextmanager
+    def locked(self) -> Iterator[Connection]:
+        """Hold the lock for a ``with`` block; unlock on any exit."""
+        self.lock()
+        try:
+            yield self
+        finally:
+            self.unlock()
+
+    def close(self) -> None:
+        """Close every socket of this connection."""
+        for channel in (self._write, self._read, self._lock):
+            if channel is not None:
+                channel.reset()
+        self._context.term()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def _lock_address(write_uri: str, lock_uri: str) -> str:
+    """The lock socket on the host we reach the write queue at."""
+    write, lock = urlsplit(write_uri), urlsplit(lock_uri)
+    if write.scheme == lock.scheme == "tcp":
+        return f"tcp://{write.hostname}:{lock.port}"
+    return lock_uri
+
+
+def connect(
+    write_uri: str = DEFAULT_WRITE_URI,
+    read_uri: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Connection:
+    """Open a connection; use it as a context manager to close it on exit."""
+    return Connection(write_uri, read_uri, timeout)
+
+
+def client(
+    write_uri: str = DEFAULT_WRITE_URI,
+    read_uri: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Root, Connection]:
+    """Return ``(db, conn)``: the root reference and its connection (SPEC §3)."""
+    conn = Connection(write_uri, read_uri, timeout)
+    return conn.db, conn

@@ -1,0 +1,189 @@
+"""Values <-> JSON-ready data, keeping every type pyzdb stores (no I/O).
+
+JSON has no int keys, tuples, bytes, nan or big integers, so those travel as
+*tagged objects*: a JSON object with exactly one key that starts with ``$``.
+
+==============================  =========================================
+Python value                    JSON form
+==============================  =========================================
+None, bool, str                 null, true/false, string
+int with abs(n) <= 2**53        number
+int beyond that                 ``{"$int": "-0x1f..."}`` (hex, exact)
+finite float                    number (always with a ``.`` or exponent)
+nan, inf, -inf                  ``{"$float": "nan" | "inf" | "-inf"}``
+bytes                           ``{"$bytes": "<base64>"}``
+list (and range)                array
+tuple                           ``{"$tuple": [...]}``
+dict, all keys str, none ``$``  object
+any other dict                  ``{"$dict": [[key, value], ...]}``
+==============================  =========================================
+
+Anything else is refused with :class:`UnsupportedTypeError` (a ``TypeError``)
+naming the type and where in the value it was.  ``{"$slice": [start, stop,
+step]}`` is left as it is: only request paths give it a meaning.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from pyzdb.errors import ProtocolError, PyzdbError
+
+MAX_SAFE_INT = 2**53
+MAX_DEPTH = 100
+"""Deepest nesting pyzdb stores: deeper data could not be pickled or sent back."""
+
+_SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_SCALARS = (str, bool, type(None))
+_KEY_TYPES = (str, int, float, bool, type(None))
+
+
+class UnsupportedTypeError(PyzdbError, TypeError):
+    """A value pyzdb cannot store; the message names its type and location."""
+
+    wire_name = "TypeError"
+
+
+class _Unsupported(Exception):
+    """Internal: carries the location outward while the encoder unwinds."""
+
+    def __init__(self, reason: str, where: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.where = where
+
+
+def encode(value: Any, where: str = "value") -> Any:
+    """Return the JSON-ready form of ``value``; ``where`` names it in errors."""
+    try:
+        return _encode(value, 0)
+    except _Unsupported as exc:
+        raise UnsupportedTypeError(f"{exc.reason} at {where}{exc.where}") from None
+
+
+def _encode(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is int:
+        return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else {"$int": hex(value)}
+    if kind is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if depth >= MAX_DEPTH:
+        raise _Unsupported(f"data nested deeper than {MAX_DEPTH} levels")
+    if kind is list or kind is range:
+        return [_at(item, depth + 1, index) for index, item in enumerate(value)]
+    if kind is dict:
+        return _encode_dict(value, depth + 1)
+    if kind is tuple:
+        return {"$tuple": [_at(item, depth + 1, index) for index, item in enumerate(value)]}
+    if kind is bytes:
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    raise _Unsupported(f"cannot store a value of type {kind.__name__}")
+
+
+def _encode_dict(value: dict, depth: int) -> Any:
+    if all(type(key) is str and not key.startswith("$") for key in value):
+        return {key: _at(item, depth, key) for key, item in value.items()}
+    return {"$dict": [[_encode_key(key), _at(item, depth, key)] for key, item in value.items()]}
+
+
+def _encode_key(key: Any) -> Any:
+    kind = type(key)
+    if kind is tuple:
+        return {"$tuple": [_encode_key(part) for part in key]}
+    if kind in _KEY_TYPES:
+        return _encode(key, 0)
+    raise _Unsupported(f"cannot use a value of type {kind.__name__} as a dict key")
+
+
+def _at(value: Any, depth: int, step: Any) -> Any:
+    """Encode ``value``, adding ``[step]`` to the location of any failure."""
+    try:
+        return _encode(value, depth)
+    except _Unsupported as exc:
+        exc.where = f"[{step!r}]{exc.where}"
+        raise
+
+
+def is_valid_key(key: Any) -> bool:
+    """True if ``key`` may be a dict key in the store (SPEC §4)."""
+    if type(key) is tuple:
+        return all(is_valid_key(part) for part in key)
+    return type(key) in _KEY_TYPES
+
+
+def _decode_tag(obj: dict) -> Any:
+    """``json`` object hook: turn tagged objects back into Python values."""
+    if len(obj) != 1:
+        return obj
+    ((tag, payload),) = obj.items()
+    if not tag.startswith("$"):
+        return obj
+    decoder = _TAGS.get(tag)
+    if decoder is None:
+        raise ProtocolError(f"unknown tag {tag!r}")
+    try:
+        return decoder(payload)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ProtocolError(f"bad {tag} payload: {exc!r}") from None
+
+
+def _list_payload(payload: Any) -> list:
+    if type(payload) is not list:
+        raise TypeError(f"expected an array, got {type(payload).__name__}")
+    return payload
+
+
+def _reject_constant(name: str) -> None:
+    raise ProtocolError(f"bare {name} is not JSON; send {{'$float': ...}}")
+
+
+_TAGS = {
+    "$int": lambda text: int(text, 16),
+    "$float": lambda name: _SPECIAL_FLOATS[name],
+    "$bytes": lambda text: base64.b64decode(text, validate=True),
+    "$tuple": lambda payload: tuple(_list_payload(payload)),
+    "$dict": lambda payload: dict(_list_payload(payload)),
+    "$slice": lambda payload: {"$slice": payload},
+}
+
+
+def dumps(data: Any) -> bytes:
+    """Serialise already-encoded data to compact JSON bytes."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+
+def loads(raw: bytes) -> Any:
+    """Parse JSON bytes and decode tags; raise :class:`ProtocolError` on bad input."""
+    try:
+        return json.loads(raw, object_hook=_decode_tag, parse_constant=_reject_constant)
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise ProtocolError("message nested too deeply") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ProtocolError(f"not valid JSON: {exc}") from None
+
+
+def depth_of(value: Any) -> int:
+    """Nesting depth of a decoded value (a scalar is 0, ``[1]`` is 1)."""
+    if type(value) in (list, tuple):
+        return 1 + max((depth_of(item) for item in value), default=0)
+    if type(value) is dict:
+        keys = max((depth_of(key) for key in value), default=0)
+        return 1 + max(keys, max((depth_of(item) for item in value.values()), default=0))
+    return 0
+
+
+def to_wire(value: Any) -> bytes:
+    """Encode and serialise ``value`` in one step."""
+    return dumps(encode(value))
+
+
+def from_wire(raw: bytes) -> Any:
+    """Inverse of :func:`to_wire`."""
+    return loads(raw)

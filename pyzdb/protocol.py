@@ -1,0 +1,242 @@
+"""Request and reply messages: shapes, version, op table (no I/O).
+
+Both ends use this module: the client to build requests and read replies,
+the server to validate requests and build replies.  docs/protocol.md is the
+description of the same format for other languages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyzdb import codec, errors
+from pyzdb.ops import INPLACE_OPERATORS, WRITE_METHODS
+
+VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""Default largest request a server accepts (``--max-message-size``)."""
+
+# op -> (number of args, whether the path must be non-empty)
+READ_OPS: dict[str, tuple[int, bool]] = {
+    "get": (0, False),
+    "len": (0, False),
+    "iter": (0, False),
+    "contains": (1, False),
+    "bool": (0, False),
+    "ping": (0, False),
+}
+WRITE_OPS: dict[str, tuple[int, bool]] = {
+    "set": (1, True),
+    "delete": (0, True),
+    "iop": (1, True),
+}
+CONTROL_OPS: dict[str, tuple[int, bool]] = {
+    "save": (0, False),
+    "undo": (0, False),
+    "redo": (0, False),
+    "lock": (0, False),
+    "unlock": (0, False),
+    "exec": (1, False),
+}
+"""Ops about the server rather than the data; all but ``ping`` need the read-write server."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A decoded, validated request."""
+
+    op: str
+    path: tuple = ()
+    method: str | None = None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    id: Any = None
+    client: str | None = None
+    seq: int | None = None
+    token: str | None = None
+
+    @property
+    def is_write(self) -> bool:
+        """True if the request must go to the read-write server."""
+        return is_write(self.op, self.method)
+
+
+def is_write(op: str, method: str | None = None) -> bool:
+    """True if ``op`` (with ``method`` for ``call``) needs the read-write server."""
+    if op == "call":
+        return method in WRITE_METHODS
+    return op not in READ_OPS
+
+
+# --- client side -----------------------------------------------------------------
+
+
+def encode_path(path: tuple) -> list:
+    """Encode a path for the wire; slices become ``{"$slice": [start, stop, step]}``."""
+    encoded = []
+    for step in path:
+        if type(step) is slice:
+            bounds = [step.start, step.stop, step.step]
+            if not all(b is None or type(b) is int for b in bounds):
+                raise TypeError("slice indices must be integers or None")
+            encoded.append({"$slice": bounds})
+        elif codec.is_valid_key(step):
+            encoded.append(codec.encode(step, "path"))
+        else:
+            raise TypeError(f"cannot use a value of type {type(step).__name__} as a key or index")
+    return encoded
+
+
+def build_request(
+    op: str,
+    path: tuple = (),
+    method: str | None = None,
+    args: tuple = (),
+    kwargs: dict | None = None,
+    **extra: Any,
+) -> dict:
+    """Return the JSON-ready request; raises ``TypeError`` for values pyzdb cannot store."""
+    message: dict[str, Any] = {"v": VERSION, "op": op}
+    if path:
+        message["path"] = encode_path(path)
+    if method is not None:
+        message["method"] = method
+    if args:
+        message["args"] = [codec.encode(arg, f"argument {i}") for i, arg in enumerate(args)]
+    if kwargs:
+        message["kwargs"] = {k: codec.encode(v, f"argument {k}") for k, v in kwargs.items()}
+    message.update((k, v) for k, v in extra.items() if v is not None)
+    return message
+
+
+def encode_request(message: dict) -> bytes:
+    """Serialise a request built by :func:`build_request`."""
+    return codec.dumps(message)
+
+
+def decode_reply(raw: bytes) -> tuple[Any, Any]:
+    """Return ``(id, result)`` of a reply, or raise the error it carries."""
+    reply = codec.loads(raw)
+    if type(reply) is not dict or reply.get("v") != VERSION or "ok" not in reply:
+        raise errors.ProtocolError(f"not a pyzdb reply: {raw[:80]!r}")
+    if reply["ok"] is True:
+        return reply.get("id"), reply.get("result")
+    error = reply.get("error")
+    if type(error) is not dict:
+        raise errors.ProtocolError(f"error reply without an error: {raw[:80]!r}")
+    raise errors.from_wire(str(error.get("type")), str(error.get("message")))
+
+
+# --- server side -----------------------------------------------------------------
+
+
+def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
+    """Parse and validate a request; raise :class:`ProtocolError` or ``NotAllowedError``."""
+    if len(raw) > max_bytes:
+        raise errors.ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    message = codec.loads(raw)
+    if type(message) is not dict:
+        raise errors.ProtocolError("a request must be a JSON object")
+    if message.get("v") != VERSION:
+        raise errors.ProtocolError(
+            f"unsupported protocol version {message.get('v')!r}; this server speaks {VERSION}"
+        )
+    op = message.get("op")
+    path = _decode_path(message.get("path", []))
+    args = message.get("args", [])
+    kwargs = message.get("kwargs", {})
+    if type(args) is not list or type(kwargs) is not dict:
+        raise errors.ProtocolError("'args' must be an array and 'kwargs' an object")
+    method = message.get("method")
+    _check_shape(op, path, method, args, kwargs)
+    if _may_nest_deeper(raw, len(path)):
+        _check_depth(path, args, kwargs)
+    return Request(
+        op=op,
+        path=path,
+        method=method,
+        args=tuple(args),
+        kwargs=kwargs,
+        id=_scalar(message.get("id"), "id"),
+        client=_typed(message.get("client"), str, "client"),
+        seq=_typed(message.get("seq"), int, "seq"),
+        token=_typed(message.get("token"), str, "token"),
+    )
+
+
+def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
+    if op == "call":
+        if type(method) is not str:
+            raise errors.ProtocolError("'call' needs a 'method' string")
+        return
+    if kwargs:
+        raise errors.ProtocolError(f"{op!r} takes no keyword arguments")
+    shape = READ_OPS.get(op) or WRITE_OPS.get(op) or CONTROL_OPS.get(op)
+    if shape is None:
+        raise errors.NotAllowedError(f"unknown operation {op!r}")
+    nargs, needs_key = shape
+    if len(args) != nargs:
+        raise errors.ProtocolError(f"{op!r} takes {nargs} argument(s), got {len(args)}")
+    if needs_key and not path:
+        raise errors.ProtocolError(f"{op!r} needs a non-empty path")
+    if op == "iop" and method not in INPLACE_OPERATORS:
+        raise errors.NotAllowedError(f"in-place operator {method!r} is not allowed")
+
+
+def _decode_path(raw_path: Any) -> tuple:
+    if type(raw_path) is not list:
+        raise errors.ProtocolError("'path' must be an array")
+    return tuple(_decode_step(step) for step in raw_path)
+
+
+def _decode_step(step: Any) -> Any:
+    if type(step) is dict and "$slice" in step:
+        bounds = step["$slice"]
+        if type(bounds) is not list or len(bounds) != 3:
+            raise errors.ProtocolError("a $slice needs [start, stop, step]")
+        if not all(b is None or type(b) is int for b in bounds):
+            raise errors.ProtocolError("$slice bounds must be integers or null")
+        return slice(*bounds)
+    if not codec.is_valid_key(step):
+        raise errors.ProtocolError(f"a path step cannot be a {type(step).__name__}")
+    return step
+
+
+def _may_nest_deeper(raw: bytes, path_length: int) -> bool:
+    """Cheap test: nesting depth is at most the number of brackets in the message."""
+    return raw.count(b"[") + raw.count(b"{") > codec.MAX_DEPTH - path_length
+
+
+def _check_depth(path: tuple, args: list, kwargs: dict) -> None:
+    try:
+        depth = len(path) + codec.depth_of([args, list(kwargs.values())]) - 2
+    except RecursionError:
+        depth = codec.MAX_DEPTH + 1
+    if depth > codec.MAX_DEPTH:
+        raise errors.ProtocolError(f"data nested deeper than {codec.MAX_DEPTH} levels")
+
+
+def _scalar(value: Any, name: str) -> Any:
+    if value is not None and type(value) not in (str, int):
+        raise errors.ProtocolError(f"{name!r} must be a string or an integer")
+    return value
+
+
+def _typed(value: Any, kind: type, name: str) -> Any:
+    if value is not None and type(value) is not kind:
+        raise errors.ProtocolError(f"{name!r} must be of type {kind.__name__}")
+    return value
+
+
+def ok_reply(request_id: Any, result: Any) -> bytes:
+    """Serialise a success reply; ``result`` is encoded here."""
+    return codec.dumps({"v": VERSION, "id": request_id, "ok": True, "result": codec.encode(result, "result")})
+
+
+def error_reply(request_id: Any, exc: BaseException) -> bytes:
+    """Serialise an error reply for ``exc``."""
+    name, message = errors.to_wire(exc)
+    return codec.dumps(
+        {"v": VERSION, "id": request_id, "ok": False, "error": {"type": name, "message": message}}
+    )

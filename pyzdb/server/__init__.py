@@ -1,0 +1,1 @@
+"""The server side: message handling, the REP loops, the queue devices."""

@@ -1,0 +1,54 @@
+"""Server settings, with the defaults SPEC §1 promises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyzdb.protocol import MAX_MESSAGE_BYTES
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT_BASE = 5558
+FSYNC_POLICIES = ("always", "everysec", "no")
+
+
+def tcp(host: str, port: int) -> str:
+    """``tcp://host:port``."""
+    return f"tcp://{host}:{port}"
+
+
+@dataclass
+class ServerConfig:
+    """Everything a read-write or read-only server needs to know."""
+
+    db: str = "db.pkl"
+    write_client_uri: str = tcp(DEFAULT_HOST, DEFAULT_PORT_BASE + 1)
+    write_server_uri: str = tcp(DEFAULT_HOST, DEFAULT_PORT_BASE + 2)
+    read_client_uri: str = tcp(DEFAULT_HOST, DEFAULT_PORT_BASE + 3)
+    read_server_uri: str = tcp(DEFAULT_HOST, DEFAULT_PORT_BASE + 4)
+    lock_uri: str = tcp(DEFAULT_HOST, DEFAULT_PORT_BASE)
+    read_only: bool = False
+    allow_exec: bool = False
+    lock_timeout: float = 30.0
+    fsync: str = "everysec"
+    undo_limit: int = 1000
+    max_message_size: int = MAX_MESSAGE_BYTES
+    verbose: int = 0
+
+    @classmethod
+    def from_port_base(cls, base: int, host: str = DEFAULT_HOST, **settings) -> ServerConfig:
+        """Lock on ``base``, write queue on ``base+1``/``+2``, read queue on ``+3``/``+4``."""
+        return cls(
+            lock_uri=tcp(host, base),
+            write_client_uri=tcp(host, base + 1),
+            write_server_uri=tcp(host, base + 2),
+            read_client_uri=tcp(host, base + 3),
+            read_server_uri=tcp(host, base + 4),
+            **settings,
+        )
+
+
+def connectable(uri: str) -> str:
+    """Turn a bind address (``tcp://*:5560``, ``tcp://0.0.0.0:5560``) into one to connect to."""
+    for wildcard in ("//*:", "//0.0.0.0:"):
+        uri = uri.replace(wildcard, f"//{DEFAULT_HOST}:")
+    return uri

@@ -1,0 +1,69 @@
+"""ROUTER/DEALER queue devices that carry requests from clients to REP servers.
+
+Each device is a ``zmq.proxy_steerable`` running in a thread of the server
+process: libzmq moves the messages without holding the GIL, and the device
+stops cleanly when it receives ``TERMINATE`` on its control socket.  The
+DEALER may bind several addresses; the read-write server's own REP socket
+connects over ``inproc://`` so the write path crosses no extra TCP hop.
+See docs/architecture.md for the measurements behind this choice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import zmq
+
+_ids = itertools.count()
+
+
+class QueueDevice:
+    """A ROUTER (clients connect) to DEALER (servers connect) proxy thread."""
+
+    def __init__(self, context: zmq.Context, frontend: str, backends: list[str], name: str) -> None:
+        self.name = name
+        self._context = context
+        self._control_uri = f"inproc://pyzdb-{name}-control-{next(_ids)}"
+        self._frontend = self._bound(zmq.ROUTER, [frontend])
+        self._backend = self._bound(zmq.DEALER, backends)
+        self._thread = threading.Thread(target=self._run, name=f"pyzdb-{name}", daemon=True)
+        self._control = context.socket(zmq.PAIR)
+        self._control.bind(self._control_uri)
+
+    def _bound(self, kind: int, uris: list[str]) -> zmq.Socket:
+        sock = self._context.socket(kind)
+        sock.linger = 0
+        try:
+            for uri in uris:
+                sock.bind(uri)
+        except zmq.ZMQError:
+            sock.close()
+            raise
+        return sock
+
+    def start(self) -> None:
+        """Start moving messages."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        peer = self._context.socket(zmq.PAIR)
+        peer.connect(self._control_uri)
+        try:
+            zmq.proxy_steerable(self._frontend, self._backend, None, peer)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            peer.close(linger=0)
+            self._frontend.close()
+            self._backend.close()
+
+    def stop(self) -> None:
+        """Stop the device and close its sockets."""
+        if self._thread.is_alive():
+            self._control.send(b"TERMINATE")
+            self._thread.join(timeout=5)
+        else:
+            self._frontend.close()
+            self._backend.close()
+        self._control.close(linger=0)

@@ -1,0 +1,149 @@
+"""Turning one request message into one reply message (no sockets).
+
+The REP loops of the read-write and read-only servers receive frames and
+hand them to :meth:`Handler.handle`; everything between the bytes in and the
+bytes out happens here, so it is tested without a network.  The handler never
+raises: every failure becomes an error reply, and a failed write changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pyzdb import errors, protocol
+from pyzdb.protocol import Request
+from pyzdb.server.sessions import Sessions
+from pyzdb.store import Store
+
+log = logging.getLogger("pyzdb.server")
+
+_OPERATION_ERRORS = (
+    KeyError,
+    IndexError,
+    TypeError,
+    ValueError,
+    ZeroDivisionError,
+    OverflowError,
+    AttributeError,
+    RecursionError,
+)
+
+
+class Handler:
+    """Decode, dispatch and answer requests against one :class:`Store`."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        save: Callable[[], None] | None = None,
+        read_only: bool = False,
+        allow_exec: bool = False,
+        max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
+        sessions: Sessions | None = None,
+    ) -> None:
+        self.store = store
+        self.sessions = sessions or Sessions()
+        self.read_only = read_only
+        self.allow_exec = allow_exec
+        self.max_message_bytes = max_message_bytes
+        self._save = save
+
+    def handle(self, frames: list[bytes]) -> bytes:
+        """Answer one message (a list of ZeroMQ frames)."""
+        request = self.parse(frames)
+        if isinstance(request, bytes):
+            return request
+        return self.answer(request)
+
+    def parse(self, frames: list[bytes]) -> Request | bytes:
+        """Decode a message into a request, or return the error reply for it."""
+        if len(frames) != 1:
+            error = errors.ProtocolError(f"a request is one frame, got {len(frames)}")
+            return protocol.error_reply(None, error)
+        try:
+            return protocol.decode_request(frames[0], self.max_message_bytes)
+        except errors.PyzdbError as exc:
+            return protocol.error_reply(None, exc)
+
+    def answer(self, request: Request) -> bytes:
+        """Run a decoded request and return its reply."""
+        replayed = self.sessions.replay(request) if request.is_write else None
+        if replayed is not None:
+            return replayed
+        try:
+            reply = protocol.ok_reply(request.id, self.dispatch(request))
+        except (errors.PyzdbError, *_OPERATION_ERRORS) as exc:
+            reply = protocol.error_reply(request.id, exc)
+        except Exception as exc:  # a bug: keep serving, say where
+            log.exception("internal error on %r", request.op)
+            reply = protocol.error_reply(request.id, errors.InternalError(f"{type(exc).__name__}: {exc}"))
+        if request.is_write:
+            self.sessions.remember(request, reply)
+        return reply
+
+    def dispatch(self, request: Request) -> Any:
+        """Run a request and return its result; raises on failure."""
+        op = request.op
+        if op == "ping":
+            return {"version": protocol.VERSION, "read_only": self.read_only}
+        if request.is_write and self.read_only:
+            raise errors.ReadOnlyError(f"{_describe(request)} is a write; this server is read-only")
+        if op in protocol.READ_OPS or op == "call" and not request.is_write:
+            return self.store.read(op, request.path, request.method, request.args, request.kwargs)
+        if op in protocol.WRITE_OPS or op == "call":
+            return self.store.write(op, request.path, request.method, request.args, request.kwargs)
+        if op == "undo":
+            return self.store.undo()
+        if op == "redo":
+            return self.store.redo()
+        if op == "save":
+            return self.save()
+        if op == "exec":
+            return self.execute(request.args[0])
+        raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
+
+    def save(self) -> None:
+        """Write the snapshot now; disk failures become :class:`StorageError`."""
+        if self._save is None:
+            raise errors.StorageError("this server has no store file")
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("save failed: %s", exc)
+            raise errors.StorageError(f"save failed: {exc}") from None
+
+    def execute(self, source: Any) -> str:
+        """Run debugging code with ``db`` bound to the store; return what it printed."""
+        if not self.allow_exec:
+            raise errors.ExecNotAllowedError("exec is disabled; start the server with --allow-exec")
+        if type(source) is not str:
+            raise TypeError("exec needs a string of Python code")
+        try:
+            return run_source(source, {"db": self.store.root})
+        except (Exception, SystemExit) as exc:
+            raise errors.ExecError(f"{type(exc).__name__}: {exc}") from None
+
+
+def run_source(source: str, namespace: dict) -> str:
+    """Execute ``source``; return its printed output (and the value of an expression)."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        try:
+            code = compile(source, "<exec>", "eval")
+        except SyntaxError:
+            exec(compile(source, "<exec>", "exec"), namespace)  # noqa: S102
+        else:
+            value = eval(code, namespace)  # noqa: S307
+            if value is not None:
+                print(repr(value))
+    return output.getvalue()
+
+
+def _describe(request: Request) -> str:
+    return f"{request.method}()" if request.op == "call" else repr(request.op)

@@ -1,0 +1,1 @@
+"""Everything pyzdb writes to disk: snapshots (and, later, the journal)."""

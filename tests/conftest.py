@@ -1,0 +1,29 @@
+"""Fixtures shared by the tests: real server processes on free ports."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import ServerProcess
+from pyzdb.client import Connection
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A running read-write server on a fresh store; stopped (by PID) after the test."""
+    proc = ServerProcess(tmp_path / "db.pkl").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def conn(server):
+    """A client connection to ``server`` with a short timeout."""
+    with Connection(server.write_uri, timeout=10) as connection:
+        yield connection
+
+
+@pytest.fixture
+def db(conn):
+    """The root reference of ``conn``."""
+    return conn.db

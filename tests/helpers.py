@@ -1,0 +1,170 @@
+"""Starting and stopping real pyzdb processes for tests.
+
+Every process is started with ``subprocess.Popen`` on 127.0.0.1 with free
+ports, and stopped by its PID; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pyzdb import errors
+from pyzdb.client import Connection
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port_base(count: int = 5) -> int:
+    """A base port such that ``base .. base+count-1`` are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free block of ports found")
+
+
+def python_command(*args: str) -> list[str]:
+    """``python -m pyzdb ...`` with this interpreter."""
+    return [sys.executable, "-m", "pyzdb", *args]
+
+
+class ServerProcess:
+    """A pyzdb server (read-write by default) running as a separate process."""
+
+    def __init__(self, db: Path, port_base: int | None = None, *extra: str, read_only: bool = False) -> None:
+        self.db = Path(db)
+        self.port_base = port_base or free_port_base()
+        self.extra = list(extra)
+        self.read_only = read_only
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.db.with_name(f"{self.db.name}.{'ro' if read_only else 'rw'}-{self.port_base}.log")
+
+    @property
+    def write_uri(self) -> str:
+        """Where clients send writes."""
+        return f"tcp://127.0.0.1:{self.port_base + 1}"
+
+    @property
+    def read_uri(self) -> str:
+        """Where clients send reads meant for read-only servers."""
+        return f"tcp://127.0.0.1:{self.port_base + 3}"
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        """The command line that starts this server."""
+        args = ["server", "--db", str(self.db), "--port-base", str(self.port_base), *self.extra]
+        if self.read_only:
+            args.append("-ro")
+        return python_command(*args)
+
+    def start(self, wait: bool = True) -> ServerProcess:
+        """Start the process and, unless ``wait`` is false, wait until it answers."""
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.command(), cwd=self.db.parent, stdout=log, stderr=subprocess.STDOUT, env=_env()
+        )
+        log.close()
+        if wait and not self.read_only:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Block until the server answers a ping (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        with Connection(self.write_uri, timeout=0.5, retry_interval=0.5) as conn:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+                try:
+                    conn.call("ping")
+                    return
+                except errors.TimeoutError:
+                    continue
+        raise RuntimeError(f"server did not answer within {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def send_signal(self, signum: int) -> None:
+        """Send a signal to the server process."""
+        os.kill(self.process.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Signal the process and return its exit code (SIGKILL if it does not exit in time)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.send_signal(signum)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+                raise
+        return self.process.returncode
+
+    def kill(self) -> int:
+        """SIGKILL the process and reap it."""
+        return self.stop(signal.SIGKILL)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_clients(code: str, count: int, *args: str, timeout: float = 120.0) -> list[str]:
+    """Run ``count`` copies of a Python snippet as separate processes; return their stdout."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for _ in range(count)
+    ]
+    outputs = []
+    deadline = time.monotonic() + timeout
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            if process.returncode != 0:
+                raise AssertionError(f"client exited {process.returncode}: {err}")
+            outputs.append(out)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+    return outputs

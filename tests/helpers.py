@@ -6,6 +6,7 @@ ports, and stopped by its PID; every wait is bounded.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ from pyzdb.client import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0
+_serial = itertools.count()
 STOP_TIMEOUT = 15.0
 
 
@@ -56,7 +58,8 @@ class ServerProcess:
         self.extra = list(extra)
         self.read_only = read_only
         self.process: subprocess.Popen | None = None
-        self.log_path = self.db.with_name(f"{self.db.name}.{'ro' if read_only else 'rw'}-{self.port_base}.log")
+        kind = "ro" if read_only else "rw"
+        self.log_path = self.db.with_name(f"{self.db.name}.{kind}-{self.port_base}-{next(_serial)}.log")
 
     @property
     def write_uri(self) -> str:
@@ -87,13 +90,22 @@ class ServerProcess:
             self.command(), cwd=self.db.parent, stdout=log, stderr=subprocess.STDOUT, env=_env()
         )
         log.close()
-        if wait and not self.read_only:
+        if wait:
             self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        """Block until the server answers a ping (bounded by ``timeout``)."""
+        """Block until the server answers a ping, or a read-only one says it is ready (bounded)."""
         deadline = time.monotonic() + timeout
+        if self.read_only:
+            while time.monotonic() < deadline:
+                if "read-only server ready" in self.log():
+                    time.sleep(0.1)  # its connect to the read queue completes in the background
+                    return
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+                time.sleep(0.05)
+            raise RuntimeError(f"read-only server not ready within {timeout} s: {self.log()}")
         with Connection(self.write_uri, timeout=0.5, retry_interval=0.5) as conn:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

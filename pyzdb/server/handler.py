@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -91,7 +92,7 @@ class Handler:
         """Run a request and return its result; raises on failure."""
         op = request.op
         if op == "ping":
-            return {"version": protocol.VERSION, "read_only": self.read_only}
+            return {"version": protocol.VERSION, "read_only": self.read_only, "pid": os.getpid()}
         if request.is_write and self.read_only:
             raise errors.ReadOnlyError(f"{_describe(request)} is a write; this server is read-only")
         if op in protocol.READ_OPS or op == "call" and not request.is_write:

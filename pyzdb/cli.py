@@ -70,6 +70,20 @@ def server_parser() -> argparse.ArgumentParser:
         help="journal fsync policy (default: %(default)s)",
     )
     parser.add_argument(
+        "--autosave-writes",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="write a snapshot after N journaled writes, 0 never (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--autosave-seconds",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="write a snapshot when a write is older than this, 0 never (default: %(default)s)",
+    )
+    parser.add_argument(
         "--undo-limit", type=int, default=1000, metavar="N", help="undo steps kept (default: %(default)s)"
     )
     parser.add_argument(
@@ -101,6 +115,8 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         lock_timeout=args.lock_timeout,
         fsync=args.fsync,
         undo_limit=args.undo_limit,
+        autosave_writes=args.autosave_writes,
+        autosave_seconds=args.autosave_seconds,
         max_message_size=args.max_message_size,
         verbose=args.verbose,
     )
@@ -128,14 +144,30 @@ def main_server(argv: list[str] | None = None) -> int:
 
     try:
         server = ReadOnlyServer(config) if config.read_only else ReadWriteServer(config)
-        return server.run()
-    except Exception as exc:  # start-up failures: one clear line, not a traceback
-        import zmq
+    except startup_errors() as exc:  # one clear line, not a traceback
+        print(f"pyzdb-server: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return server.run()
 
-        if isinstance(exc, (OSError, ValueError, EOFError, zmq.ZMQError)):
-            print(f"pyzdb-server: cannot start: {exc}", file=sys.stderr)
-            return 1
-        raise
+
+def startup_errors() -> tuple[type[BaseException], ...]:
+    """Failures at start-up that deserve one line: bad files, busy ports, a store in use."""
+    import pickle
+
+    import zmq
+
+    from pyzdb.storage.durable import StoreInUseError
+    from pyzdb.storage.journal import CorruptJournalError
+
+    return (
+        OSError,
+        ValueError,
+        EOFError,
+        pickle.UnpicklingError,
+        zmq.ZMQError,
+        StoreInUseError,
+        CorruptJournalError,
+    )
 
 
 def client_parser(prog: str, description: str, read_uri: bool) -> argparse.ArgumentParser:

@@ -19,8 +19,12 @@ any other dict                  ``{"$dict": [[key, value], ...]}``
 ==============================  =========================================
 
 Anything else is refused with :class:`UnsupportedTypeError` (a ``TypeError``)
-naming the type and where in the value it was.  ``{"$slice": [start, stop,
-step]}`` is left as it is: only request paths give it a meaning.
+naming the type and where in the value it was, and so is data nested deeper
+than :data:`MAX_DEPTH` containers, counted as :func:`depth_of` does (the
+tuples of a dict key count as containers under that dict).  On decoding,
+``$dict`` keys must be valid store keys (:func:`is_valid_key`).
+``{"$slice": [start, stop, step]}`` is left as it is: only request paths give
+it a meaning.
 """
 
 from __future__ import annotations
@@ -88,13 +92,15 @@ def _encode(value: Any, depth: int) -> Any:
 def _encode_dict(value: dict, depth: int) -> Any:
     if all(type(key) is str and not key.startswith("$") for key in value):
         return {key: _at(item, depth, key) for key, item in value.items()}
-    return {"$dict": [[_encode_key(key), _at(item, depth, key)] for key, item in value.items()]}
+    return {"$dict": [[_encode_key(key, depth), _at(item, depth, key)] for key, item in value.items()]}
 
 
-def _encode_key(key: Any) -> Any:
+def _encode_key(key: Any, depth: int) -> Any:
     kind = type(key)
     if kind is tuple:
-        return {"$tuple": [_encode_key(part) for part in key]}
+        if depth >= MAX_DEPTH:
+            raise _Unsupported(f"data nested deeper than {MAX_DEPTH} levels")
+        return {"$tuple": [_encode_key(part, depth + 1) for part in key]}
     if kind in _KEY_TYPES:
         return _encode(key, 0)
     raise _Unsupported(f"cannot use a value of type {kind.__name__} as a dict key")
@@ -105,14 +111,23 @@ def _at(value: Any, depth: int, step: Any) -> Any:
     try:
         return _encode(value, depth)
     except _Unsupported as exc:
-        exc.where = f"[{step!r}]{exc.where}"
+        exc.where = f"[{brief(step)}]{exc.where}"
         raise
 
 
-def is_valid_key(key: Any) -> bool:
+def brief(value: Any, limit: int = 80) -> str:
+    """A ``repr`` of ``value`` cut to ``limit`` characters, for error messages."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        return f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_valid_key(key: Any, _depth: int = 0) -> bool:
     """True if ``key`` may be a dict key in the store (SPEC §4)."""
     if type(key) is tuple:
-        return all(is_valid_key(part) for part in key)
+        return _depth < MAX_DEPTH and all(is_valid_key(part, _depth + 1) for part in key)
     return type(key) in _KEY_TYPES
 
 
@@ -138,6 +153,16 @@ def _list_payload(payload: Any) -> list:
     return payload
 
 
+def _dict_payload(payload: Any) -> dict:
+    pairs = _list_payload(payload)
+    for pair in pairs:
+        if type(pair) is not list or len(pair) != 2:
+            raise ValueError("each entry must be a [key, value] array")
+        if not is_valid_key(pair[0]):
+            raise TypeError(f"a dict key cannot be a {type(pair[0]).__name__}")
+    return dict(pairs)
+
+
 def _reject_constant(name: str) -> None:
     raise ProtocolError(f"bare {name} is not JSON; send {{'$float': ...}}")
 
@@ -147,7 +172,7 @@ _TAGS = {
     "$float": lambda name: _SPECIAL_FLOATS[name],
     "$bytes": lambda text: base64.b64decode(text, validate=True),
     "$tuple": lambda payload: tuple(_list_payload(payload)),
-    "$dict": lambda payload: dict(_list_payload(payload)),
+    "$dict": _dict_payload,
     "$slice": lambda payload: {"$slice": payload},
 }
 

@@ -9,17 +9,22 @@
      ├── UndoError              nothing to undo / nothing to redo
      ├── LockError              lock misuse: not held, expired, already held
      ├── ExecNotAllowedError    exec client used on a server without --allow-exec
- ├── ExecError              the code sent by the exec client raised
+     ├── ExecError              the code sent by the exec client raised
      ├── StorageError           the server could not write to disk
      ├── ConnectionError        (also builtins.ConnectionError) transport failure
      │    └── TimeoutError      (also builtins.TimeoutError) no reply in time
      ├── InternalError          a bug in the server; the message says where
-     └── ServerKeyError, ServerIndexError, ServerTypeError, ServerValueError,
-         ServerZeroDivisionError, ServerOverflowError, ServerAttributeError,
-         ServerRecursionError
-                                an error raised by the operation itself on the
-                                server, re-raised on the client as a subclass of
-                                the same builtin type (``except KeyError`` works)
+     └── ServerError            an error raised by the operation itself on the
+          │                     server, re-raised on the client as a subclass of
+          │                     the same builtin type (``except KeyError`` works);
+          │                     a type this client does not know stays a plain
+          │                     ServerError whose message starts with the type
+          └── ServerKeyError, ServerIndexError, ServerTypeError, ServerValueError,
+              ServerZeroDivisionError, ServerOverflowError, ServerAttributeError,
+              ServerRecursionError
+
+``pyzdb.codec.UnsupportedTypeError`` (a value pyzdb cannot store) is a
+PyzdbError and a TypeError; it travels as ``TypeError``.
 
 Each class has a ``wire_name``: the ``type`` string used in error replies
 (see docs/protocol.md).  :func:`from_wire` turns a reply's error back into an
@@ -178,7 +183,11 @@ def to_wire(exc: BaseException) -> tuple[str, str]:
         if isinstance(exc, builtin):
             name = builtin.__name__
             break
-    return name, str(exc)
+    try:
+        message = str(exc)
+    except ValueError:  # KeyError(n) for an int n too long to print: the reply must still go out
+        message = f"({name} message too long to show)"
+    return name, message
 
 
 def from_wire(name: str, message: str) -> PyzdbError:

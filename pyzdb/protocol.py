@@ -55,6 +55,8 @@ class Request:
     client: str | None = None
     seq: int | None = None
     token: str | None = None
+    raw: bytes = field(default=b"", repr=False, compare=False)
+    """The message as received: what the journal stores."""
 
     @property
     def is_write(self) -> bool:
@@ -105,9 +107,17 @@ def build_request(
     if args:
         message["args"] = [codec.encode(arg, f"argument {i}") for i, arg in enumerate(args)]
     if kwargs:
-        message["kwargs"] = {k: codec.encode(v, f"argument {k}") for k, v in kwargs.items()}
+        message["kwargs"] = _encode_kwargs(kwargs)
     message.update((k, v) for k, v in extra.items() if v is not None)
     return message
+
+
+def _encode_kwargs(kwargs: dict) -> Any:
+    encoded = {k: codec.encode(v, f"argument {k}") for k, v in kwargs.items()}
+    if all(type(k) is str and not k.startswith("$") for k in encoded):
+        return encoded
+    # update(**{"$int": ...}) is legal Python: such names must not read as a tag
+    return {"$dict": [[codec.encode(k, "keyword"), v] for k, v in encoded.items()]}
 
 
 def encode_request(message: dict) -> bytes:
@@ -138,20 +148,25 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
     message = codec.loads(raw)
     if type(message) is not dict:
         raise errors.ProtocolError("a request must be a JSON object")
-    if message.get("v") != VERSION:
+    version = message.get("v")
+    if type(version) is not int or version != VERSION:  # true == 1 and 1.0 == 1 in Python
         raise errors.ProtocolError(
-            f"unsupported protocol version {message.get('v')!r}; this server speaks {VERSION}"
+            f"unsupported protocol version {codec.brief(version)}; this server speaks {VERSION}"
         )
     op = message.get("op")
+    if type(op) is not str:
+        raise errors.ProtocolError("a request needs an 'op' string")
     path = _decode_path(message.get("path", []))
     args = message.get("args", [])
     kwargs = message.get("kwargs", {})
     if type(args) is not list or type(kwargs) is not dict:
         raise errors.ProtocolError("'args' must be an array and 'kwargs' an object")
-    method = message.get("method")
+    method = _typed(message.get("method"), str, "method")
     _check_shape(op, path, method, args, kwargs)
-    if _may_nest_deeper(raw, len(path)):
-        _check_depth(path, args, kwargs)
+    # a method call puts its arguments inside the node at ``path``: one level deeper
+    levels = len(path) + (op == "call")
+    if _may_nest_deeper(raw, levels):
+        _check_depth(levels, args, kwargs)
     return Request(
         op=op,
         path=path,
@@ -162,6 +177,7 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
         client=_typed(message.get("client"), str, "client"),
         seq=_typed(message.get("seq"), int, "seq"),
         token=_typed(message.get("token"), str, "token"),
+        raw=raw,
     )
 
 
@@ -191,7 +207,7 @@ def _decode_path(raw_path: Any) -> tuple:
 
 
 def _decode_step(step: Any) -> Any:
-    if type(step) is dict and "$slice" in step:
+    if type(step) is dict and len(step) == 1 and "$slice" in step:
         bounds = step["$slice"]
         if type(bounds) is not list or len(bounds) != 3:
             raise errors.ProtocolError("a $slice needs [start, stop, step]")
@@ -203,14 +219,15 @@ def _decode_step(step: Any) -> Any:
     return step
 
 
-def _may_nest_deeper(raw: bytes, path_length: int) -> bool:
+def _may_nest_deeper(raw: bytes, levels: int) -> bool:
     """Cheap test: nesting depth is at most the number of brackets in the message."""
-    return raw.count(b"[") + raw.count(b"{") > codec.MAX_DEPTH - path_length
+    return raw.count(b"[") + raw.count(b"{") > codec.MAX_DEPTH - levels
 
 
-def _check_depth(path: tuple, args: list, kwargs: dict) -> None:
+def _check_depth(levels: int, args: list, kwargs: dict) -> None:
+    """Refuse arguments that would make the store deeper than ``codec.MAX_DEPTH`` at ``levels`` down."""
     try:
-        depth = len(path) + codec.depth_of([args, list(kwargs.values())]) - 2
+        depth = levels + codec.depth_of([args, list(kwargs.values())]) - 2
     except RecursionError:
         depth = codec.MAX_DEPTH + 1
     if depth > codec.MAX_DEPTH:
@@ -218,8 +235,11 @@ def _check_depth(path: tuple, args: list, kwargs: dict) -> None:
 
 
 def _scalar(value: Any, name: str) -> Any:
-    if value is not None and type(value) not in (str, int):
-        raise errors.ProtocolError(f"{name!r} must be a string or an integer")
+    # the id is echoed as a bare JSON number: a huge one could not be serialised back
+    if type(value) is int and -codec.MAX_SAFE_INT <= value <= codec.MAX_SAFE_INT:
+        return value
+    if value is not None and type(value) is not str:
+        raise errors.ProtocolError(f"{name!r} must be a string or an integer of at most 2**53")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pyzdb import ops
@@ -20,17 +21,31 @@ class Store:
         """Run a read operation; the result may be a live part of the store."""
         return ops.read(self.root, op, tuple(path), method, list(args), kwargs or {})
 
-    def write(self, op: str, path: Path = (), method: str | None = None, args=(), kwargs=None) -> Any:
-        """Run a write operation as one undo step and return its result."""
+    def write(
+        self,
+        op: str,
+        path: Path = (),
+        method: str | None = None,
+        args=(),
+        kwargs=None,
+        before_apply: Callable[[], None] | None = None,
+    ) -> Any:
+        """Run a write operation as one undo step and return its result.
+
+        ``before_apply`` runs once the write is known to be valid and before the
+        store changes (the journal append); if it raises, nothing changes.
+        """
         change = ops.plan_write(self.root, op, tuple(path), method, list(args), kwargs or {})
+        if before_apply is not None:
+            before_apply()
         apply_patches(self.root, change.forward)
         self.history.record(change.forward, change.inverse)
         return change.result
 
-    def undo(self) -> None:
+    def undo(self, before_apply: Callable[[], None] | None = None) -> None:
         """Revert the newest write (raises ``UndoError`` when there is none)."""
-        self.history.undo(self.root)
+        self.history.undo(self.root, before_apply)
 
-    def redo(self) -> None:
+    def redo(self, before_apply: Callable[[], None] | None = None) -> None:
         """Re-apply the newest undone write (raises ``UndoError`` when there is none)."""
-        self.history.redo(self.root)
+        self.history.redo(self.root, before_apply)

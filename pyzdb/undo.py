@@ -17,6 +17,7 @@ does not use the ``undoable`` package.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from pyzdb.errors import UndoError
@@ -40,18 +41,22 @@ class UndoLog:
         self._undo.append((forward, inverse))
         self._redo.clear()
 
-    def undo(self, root: Any) -> None:
-        """Revert the newest step, or raise :class:`UndoError`."""
+    def undo(self, root: Any, before_apply: Callable[[], None] | None = None) -> None:
+        """Revert the newest step, or raise :class:`UndoError`; ``before_apply`` may veto by raising."""
         if not self._undo:
             raise UndoError("nothing to undo")
+        if before_apply is not None:
+            before_apply()
         step = self._undo.pop()
         apply_patches(root, step[1])
         self._redo.append(step)
 
-    def redo(self, root: Any) -> None:
-        """Re-apply the newest undone step, or raise :class:`UndoError`."""
+    def redo(self, root: Any, before_apply: Callable[[], None] | None = None) -> None:
+        """Re-apply the newest undone step, or raise :class:`UndoError`; ``before_apply`` may veto."""
         if not self._redo:
             raise UndoError("nothing to redo")
+        if before_apply is not None:
+            before_apply()
         step = self._redo.pop()
         apply_patches(root, step[0])
         self._undo.append(step)

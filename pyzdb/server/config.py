@@ -31,6 +31,8 @@ class ServerConfig:
     lock_timeout: float = 30.0
     fsync: str = "everysec"
     undo_limit: int = 1000
+    autosave_writes: int = 10_000
+    autosave_seconds: float = 300.0
     max_message_size: int = MAX_MESSAGE_BYTES
     verbose: int = 0
 

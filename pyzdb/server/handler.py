@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import logging
@@ -47,8 +48,11 @@ class Handler:
         allow_exec: bool = False,
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
         sessions: Sessions | None = None,
+        journal: Callable[[bytes], None] | None = None,
     ) -> None:
         self.store = store
+        self.journal = journal
+        """Called with each valid write request before it is applied (``None``: no journal)."""
         self.sessions = sessions or Sessions()
         self.read_only = read_only
         self.allow_exec = allow_exec
@@ -71,6 +75,16 @@ class Handler:
             return protocol.decode_request(frames[0], self.max_message_bytes)
         except errors.PyzdbError as exc:
             return protocol.error_reply(None, exc)
+
+    def replay(self, raw: bytes) -> None:
+        """Re-run a journaled write at start-up (not journaled again)."""
+        journal, self.journal = self.journal, None
+        try:
+            request = self.parse([raw])
+            if not isinstance(request, bytes):
+                self.answer(request)
+        finally:
+            self.journal = journal
 
     def answer(self, request: Request) -> bytes:
         """Run a decoded request and return its reply."""
@@ -97,17 +111,31 @@ class Handler:
             raise errors.ReadOnlyError(f"{_describe(request)} is a write; this server is read-only")
         if op in protocol.READ_OPS or op == "call" and not request.is_write:
             return self.store.read(op, request.path, request.method, request.args, request.kwargs)
+        journaled = self._journal_hook(request)
         if op in protocol.WRITE_OPS or op == "call":
-            return self.store.write(op, request.path, request.method, request.args, request.kwargs)
+            return self.store.write(op, request.path, request.method, request.args, request.kwargs, journaled)
         if op == "undo":
-            return self.store.undo()
+            return self.store.undo(journaled)
         if op == "redo":
-            return self.store.redo()
+            return self.store.redo(journaled)
         if op == "save":
             return self.save()
         if op == "exec":
             return self.execute(request.args[0])
         raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
+
+    def _journal_hook(self, request: Request) -> Callable[[], None] | None:
+        if self.journal is None:
+            return None
+
+        def append() -> None:
+            try:
+                self.journal(request.raw)
+            except OSError as exc:
+                log.error("journal write failed, %s refused: %s", _describe(request), exc)
+                raise errors.StorageError(f"the write was not applied: journal write failed: {exc}") from None
+
+        return append
 
     def save(self) -> None:
         """Write the snapshot now; disk failures become :class:`StorageError`."""
@@ -126,21 +154,24 @@ class Handler:
         if type(source) is not str:
             raise TypeError("exec needs a string of Python code")
         try:
-            return run_source(source, {"db": self.store.root})
+            output = run_source(source, {"db": self.store.root})
         except (Exception, SystemExit) as exc:
             raise errors.ExecError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if self._save is not None:
+                self.save()  # exec bypasses the journal: persist whatever it changed now
+        return output
 
 
 def run_source(source: str, namespace: dict) -> str:
-    """Execute ``source``; return its printed output (and the value of an expression)."""
+    """Execute ``source``; return what it printed, then the repr of a final expression (as Python's REPL)."""
+    tree = ast.parse(source, "<exec>", "exec")
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        try:
-            code = compile(source, "<exec>", "eval")
-        except SyntaxError:
-            exec(compile(source, "<exec>", "exec"), namespace)  # noqa: S102
-        else:
-            value = eval(code, namespace)  # noqa: S307
+        exec(compile(tree, "<exec>", "exec"), namespace)  # noqa: S102
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), "<exec>", "eval"), namespace)  # noqa: S307
             if value is not None:
                 print(repr(value))
     return output.getvalue()

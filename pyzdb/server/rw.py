@@ -1,11 +1,20 @@
-"""The read-write server: queue devices, the REP loop, the lock, saving and stopping.
+"""The read-write server: queue devices, the request loop, the lock, the journal, snapshots.
 
-``python server.py`` runs :class:`ReadWriteServer`: it binds the write and
-read queue devices, connects its REP socket to the write queue over
-``inproc://`` and binds the lock socket.  While nobody holds the lock it
-answers the write queue and the lock socket; while a client holds it, only
-the lock socket (see ``pyzdb.server.lock``).  SIGTERM or SIGINT finish the
-current request, save the snapshot and exit 0.
+``python server.py`` runs :class:`ReadWriteServer`.  It binds the write and
+read queue devices (threads of this process), connects a DEALER socket to
+the write queue over ``inproc://`` and binds the REP lock socket.
+
+The loop takes requests from the write queue in *batches*: every request
+already waiting (up to ``BATCH``) is applied and journaled (one ``write(2)``
+each), then the journal is fsynced once if the policy is ``always`` (group
+commit), then all the replies go out.  A DEALER (rather than a REP) socket
+is what lets the server hold replies back like this, and answer a
+``save()`` only when the snapshot that a forked child writes is on disk,
+while other requests go on being served.
+
+While a client holds the lock, only the lock socket is read (see
+``pyzdb.server.lock``).  SIGTERM or SIGINT finish the current batch, write a
+final snapshot, release the store and exit 0.
 """
 
 from __future__ import annotations
@@ -25,22 +34,29 @@ from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.sessions import Sessions
 from pyzdb.storage import snapshot
+from pyzdb.storage.durable import Persistence
 from pyzdb.store import Store
 
 log = logging.getLogger("pyzdb.server")
 
 POLL_MS = 100
-"""How often the loop wakes to notice a stop signal or an expired lease."""
+"""How often the loop wakes to notice a stop signal, an expired lease or a finished snapshot."""
+BATCH = 256
+"""Most requests taken from the queue before their replies go out."""
+
+
+def store_from_state(state: dict, undo_limit: int) -> tuple[Store, Sessions]:
+    """Build the store and the write-dedup table from a loaded snapshot state."""
+    store = Store(state.get("root", {}), undo_limit)
+    if "history" in state:
+        store.history = state["history"]
+        store.history.resize(undo_limit)
+    return store, state.get("sessions") or Sessions()
 
 
 def load_store(config: ServerConfig) -> tuple[Store, Sessions]:
     """Load the snapshot named by ``config.db`` (an empty store if there is none)."""
-    state = snapshot.load(config.db) or {}
-    store = Store(state.get("root", {}), config.undo_limit)
-    if "history" in state:
-        store.history = state["history"]
-        store.history.resize(config.undo_limit)
-    return store, state.get("sessions") or Sessions()
+    return store_from_state(snapshot.load(config.db) or {}, config.undo_limit)
 
 
 class ReadWriteServer:
@@ -48,83 +64,192 @@ class ReadWriteServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.store, sessions = load_store(config)
-        self.handler = Handler(
-            self.store,
-            save=self.save,
-            allow_exec=config.allow_exec,
-            max_message_bytes=config.max_message_size,
-            sessions=sessions,
-        )
+        self.files = Persistence(config.db, config.fsync, config.autosave_writes, config.autosave_seconds)
+        self.files.acquire()
+        try:
+            self.handler = self._recover()
+        except BaseException:
+            self.files.close()
+            raise
         self.lock = Lock(config.lock_timeout)
         self._stopping = False
+        self._pending_saves: list[tuple[list[bytes], Request]] = []
+        self._queue: zmq.Socket | None = None
+
+    def _recover(self) -> Handler:
+        started = time.perf_counter()
+        state, records = self.files.load()
+        store, sessions = store_from_state(state, self.config.undo_limit)
+        handler = Handler(
+            store,
+            save=self.save,
+            allow_exec=self.config.allow_exec,
+            max_message_bytes=self.config.max_message_size,
+            sessions=sessions,
+        )
+        for raw in records:
+            handler.replay(raw)
+        self.files.open_journal()
+        handler.journal = self.files.append
+        log.info(
+            "loaded %s and replayed %d journaled writes in %.3f s",
+            self.config.db,
+            len(records),
+            time.perf_counter() - started,
+        )
+        return handler
+
+    def state(self) -> dict:
+        """What a snapshot holds."""
+        return {
+            "root": self.handler.store.root,
+            "history": self.handler.store.history,
+            "sessions": self.handler.sessions,
+        }
 
     def save(self) -> None:
-        """Write the snapshot atomically."""
+        """Write a snapshot now, in this process (used under the lock, by exec and at shutdown)."""
         started = time.perf_counter()
-        snapshot.save(
-            self.config.db,
-            {"root": self.store.root, "history": self.store.history, "sessions": self.handler.sessions},
-        )
+        self.files.save_now(self.state())
         log.info("saved %s in %.3f s", self.config.db, time.perf_counter() - started)
 
     def stop(self, *_: Any) -> None:
-        """Ask the loop to finish the current request and exit."""
+        """Ask the loop to finish the current batch and exit."""
         self._stopping = True
 
     def run(self) -> int:
         """Serve until stopped; return the process exit code."""
         context = zmq.Context()
         inproc = f"inproc://pyzdb-write-{id(self)}"
-        devices = [
-            QueueDevice(
-                context, self.config.write_client_uri, [self.config.write_server_uri, inproc], "write"
-            ),
-            QueueDevice(context, self.config.read_client_uri, [self.config.read_server_uri], "read"),
-        ]
-        queue = context.socket(zmq.REP)
-        queue.connect(inproc)
-        lock_socket = context.socket(zmq.REP)
-        lock_socket.bind(self.config.lock_uri)
-        for device in devices:
-            device.start()
+        devices = []
+        sockets = []
+        try:
+            devices.append(
+                QueueDevice(
+                    context, self.config.write_client_uri, [self.config.write_server_uri, inproc], "write"
+                )
+            )
+            devices.append(
+                QueueDevice(context, self.config.read_client_uri, [self.config.read_server_uri], "read")
+            )
+            queue = self._queue = context.socket(zmq.DEALER)
+            sockets.append(queue)
+            queue.connect(inproc)
+            lock_socket = context.socket(zmq.REP)
+            sockets.append(lock_socket)
+            lock_socket.bind(self.config.lock_uri)
+            for device in devices:
+                device.start()
+            self._install_signals()
+            self._announce()
+            self._loop(queue, lock_socket)
+        finally:
+            self._shutdown(context, devices, sockets)
+        return 0
+
+    def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an error, not death
+
+    def _announce(self) -> None:
         if self.config.allow_exec:
             log.warning("--allow-exec: any client can run Python code in this server")
         log.warning(
-            "pyzdb read-write server ready: writes %s, reads %s, lock %s, store %s",
+            "pyzdb read-write server ready: writes %s, reads %s, lock %s, store %s, fsync %s",
             self.config.write_client_uri,
             self.config.read_client_uri,
             self.config.lock_uri,
             self.config.db,
+            self.config.fsync,
         )
-        try:
-            self._loop(queue, lock_socket)
-        finally:
-            self._shutdown(context, devices, [queue, lock_socket])
-        return 0
 
     def _loop(self, queue: zmq.Socket, lock_socket: zmq.Socket) -> None:
-        poller_free = zmq.Poller()
-        poller_free.register(queue, zmq.POLLIN)
-        poller_free.register(lock_socket, zmq.POLLIN)
-        poller_locked = zmq.Poller()
-        poller_locked.register(lock_socket, zmq.POLLIN)
+        free = zmq.Poller()
+        free.register(queue, zmq.POLLIN)
+        free.register(lock_socket, zmq.POLLIN)
+        locked = zmq.Poller()
+        locked.register(lock_socket, zmq.POLLIN)
         while not self._stopping:
-            holder = self.lock.holder
-            if self.lock.expire_if_silent():
-                log.warning("lock of client %s released: silent for %.1f s", holder, self.lock.lease)
-            poller = poller_locked if self.lock.held else poller_free
+            self._housekeeping()
+            poller = locked if self.lock.held else free
             for sock, _ in poller.poll(POLL_MS):
-                frames = sock.recv_multipart()
-                sock.send(self.answer(frames, via_lock=sock is lock_socket))
+                if sock is lock_socket:
+                    lock_socket.send(self.answer(lock_socket.recv_multipart(), via_lock=True))
+                elif not self.lock.held:
+                    self._serve_batch(queue)
+
+    def _housekeeping(self) -> None:
+        holder = self.lock.holder
+        if self.lock.expire_if_silent():
+            log.warning("lock of client %s released: silent for %.1f s", holder, self.lock.lease)
+        try:
+            self.files.tick()
+        except OSError as exc:
+            log.error("journal fsync failed: %s", exc)
+        finished = self.files.poll_snapshot()
+        if finished is not None:
+            self._answer_pending_saves(finished)
+        if self.files.autosave_due():
+            self._start_snapshot()
+
+    def _serve_batch(self, queue: zmq.Socket) -> None:
+        replies = []
+        for _ in range(BATCH):
+            try:
+                frames = queue.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            envelope, body = _split_envelope(frames)
+            reply = self._answer_queued(envelope, body)
+            if reply is not None:
+                replies.append(envelope + [reply])
+            if self.lock.held:
+                break  # the lock was just granted: leave the rest waiting in the queue
+        try:
+            self.files.commit()
+        except OSError as exc:
+            log.critical("journal fsync failed; the writes of this batch may not be durable: %s", exc)
+        for frames in replies:
+            queue.send_multipart(frames)
+
+    def _answer_queued(self, envelope: list[bytes], body: list[bytes]) -> bytes | None:
+        request = self.handler.parse(body)
+        if isinstance(request, bytes):
+            return request
+        if request.op == "save" and self.handler.sessions.replay(request) is None:
+            self._pending_saves.append((envelope, request))
+            if not self.files.snapshot_running:
+                self._start_snapshot()
+            return None
+        return self.answer_request(request, via_lock=False)
+
+    def _start_snapshot(self) -> None:
+        try:
+            self.files.start_snapshot(self.state())
+        except OSError as exc:
+            log.error("could not start a snapshot: %s", exc)
+            self._answer_pending_saves(False, str(exc))
+
+    def _answer_pending_saves(self, ok: bool, why: str = "see the server log") -> None:
+        pending, self._pending_saves = self._pending_saves, []
+        for envelope, request in pending:
+            if ok:
+                reply = protocol.ok_reply(request.id, None)
+            else:
+                reply = protocol.error_reply(request.id, errors.StorageError(f"save failed: {why}"))
+            self.handler.sessions.remember(request, reply)
+            self._queue.send_multipart(envelope + [reply])
 
     def answer(self, frames: list[bytes], via_lock: bool) -> bytes:
         """Reply to one message from the write queue or the lock socket."""
         request = self.handler.parse(frames)
         if isinstance(request, bytes):
             return request
+        return self.answer_request(request, via_lock)
+
+    def answer_request(self, request: Request, via_lock: bool) -> bytes:
+        """Reply to one decoded request, applying the lock rules first."""
         try:
             if via_lock:
                 return self._answer_holder(request)
@@ -158,7 +283,9 @@ class ReadWriteServer:
         if request.op == "lock":
             raise errors.LockError("you already hold the lock")
         if request.op != "unlock":
-            return self.handler.answer(request)
+            reply = self.handler.answer(request)
+            self.files.commit()
+            return reply
         self.lock.release()
         log.info("lock released by client %s", request.client)
         reply = protocol.ok_reply(request.id, None)
@@ -168,11 +295,22 @@ class ReadWriteServer:
     def _shutdown(self, context: zmq.Context, devices: list[QueueDevice], sockets: list[zmq.Socket]) -> None:
         try:
             self.save()
+            self._answer_pending_saves(True)
         except OSError as exc:
-            log.error("could not save on shutdown: %s", exc)
+            log.error("could not save on shutdown (the journal still holds every write): %s", exc)
+        self.files.close()
         for sock in sockets:
             sock.close(linger=0)
         for device in devices:
             device.stop()
         context.term()
         log.warning("pyzdb read-write server stopped")
+
+
+def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Split a DEALER-received message into its routing envelope (with the empty delimiter) and body."""
+    try:
+        cut = frames.index(b"") + 1
+    except ValueError:
+        return frames[:1] + [b""], frames[1:]  # a peer without the REQ delimiter: still answer it
+    return frames[:cut], frames[cut:]

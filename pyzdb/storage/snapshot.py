@@ -36,7 +36,7 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def load(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -69,7 +69,8 @@ def stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """fsync a folder so that a rename or a new file in it is durable."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

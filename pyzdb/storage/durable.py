@@ -1,0 +1,197 @@
+"""Durability for the read-write server: one-writer lock, recovery, journal, snapshots.
+
+Files beside the store ``db.pkl``::
+
+    db.pkl               the newest complete snapshot (generation g inside)
+    db.pkl.journal.<n>   journals, n >= g; replayed oldest first at start-up
+    db.pkl.lock          held (portalocker) by the one read-write server; holds its pid
+
+A snapshot is written by a forked child while the server keeps serving and
+journaling into a fresh journal file; when the child has renamed the new
+snapshot into place, the journals it covers are deleted.  If the child fails,
+nothing is lost: the older snapshot and every journal are still there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import portalocker
+
+from pyzdb.storage import journal, snapshot
+
+log = logging.getLogger("pyzdb.storage")
+
+
+class StoreInUseError(Exception):
+    """Another read-write server holds the store."""
+
+
+class Persistence:
+    """The files of one store, as the read-write server uses them."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fsync: str = "everysec",
+        autosave_writes: int = 10_000,
+        autosave_seconds: float = 300.0,
+    ) -> None:
+        self.path = Path(path).absolute()
+        self.fsync = fsync
+        self.autosave_writes = autosave_writes
+        self.autosave_seconds = autosave_seconds
+        self.generation = 0
+        self.snapshot_generation = 0
+        self.writer: journal.JournalWriter | None = None
+        self.writes_since_snapshot = 0
+        self._snapshot_started = time.monotonic()
+        self._last_sync = time.monotonic()
+        self._lock_handle: Any = None
+        self._child: tuple[int, int] | None = None  # (pid, generation) of a snapshot being written
+
+    # --- start-up ----------------------------------------------------------------
+
+    def acquire(self) -> None:
+        """Become the one read-write server of this store, or raise :class:`StoreInUseError`."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = open(lock_path, "a+")
+        try:
+            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreInUseError(
+                f"{self.path} is in use by another read-write server (pid {holder}); "
+                "stop it first, or start this one with -ro"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def load(self) -> tuple[dict, list[bytes]]:
+        """Return the snapshot's state and the journal records to replay on top of it."""
+        state = snapshot.load(self.path) or {}
+        self.generation = self.snapshot_generation = state.get("generation", 0)
+        files = [(gen, p) for gen, p in journal.journal_files(self.path) if gen >= self.generation]
+        records: list[bytes] = []
+        for index, (gen, path) in enumerate(files):
+            newest = index == len(files) - 1
+            found = journal.scan(path, newest)
+            if found.generation not in (gen, -1):
+                raise journal.CorruptJournalError(path, 8, f"header says generation {found.generation}")
+            if found.torn:
+                aside = journal.cut_torn_tail(found)
+                log.warning("%s: cut a torn last record at byte %d (kept in %s)", path, found.end, aside)
+            records.extend(found.records)
+            self.generation = gen
+        self.writes_since_snapshot = len(records)
+        return state, records
+
+    def open_journal(self) -> None:
+        """Start appending to the journal of the current generation."""
+        path = journal.journal_path(self.path, self.generation)
+        if path.exists() and path.stat().st_size < journal.FILE_HEADER.size:
+            path.unlink()  # a header torn at creation: nothing in it was ever acknowledged
+        self.writer = journal.JournalWriter(path, self.generation)
+        self._remove_journals_below(self.snapshot_generation)
+
+    # --- serving -----------------------------------------------------------------
+
+    def append(self, payload: bytes) -> None:
+        """Journal one write request (before it is applied and answered)."""
+        self.writer.append(payload)
+        self.writes_since_snapshot += 1
+
+    def commit(self) -> None:
+        """Called after a batch of requests, before their replies: fsync if the policy is ``always``."""
+        if self.fsync == "always":
+            self.writer.sync()
+
+    def tick(self) -> None:
+        """Periodic duties: the ``everysec`` fsync."""
+        now = time.monotonic()
+        if self.fsync == "everysec" and now - self._last_sync >= 1.0:
+            self._last_sync = now
+            self.writer.sync()
+
+    def autosave_due(self) -> bool:
+        """True if enough writes or time have passed since the last snapshot."""
+        if self.writes_since_snapshot == 0 or self.snapshot_running:
+            return False
+        if self.autosave_writes and self.writes_since_snapshot >= self.autosave_writes:
+            return True
+        elapsed = time.monotonic() - self._snapshot_started
+        return bool(self.autosave_seconds) and elapsed >= self.autosave_seconds
+
+    # --- snapshots ---------------------------------------------------------------
+
+    @property
+    def snapshot_running(self) -> bool:
+        """True while a forked child is writing a snapshot."""
+        return self._child is not None
+
+    def start_snapshot(self, state: dict) -> None:
+        """Rotate the journal and fork a child that writes ``state`` as the next snapshot."""
+        generation = self._rotate()
+        pid = os.fork()
+        if pid == 0:  # the child: write the file and leave without running any parent cleanup
+            code = 0
+            try:
+                snapshot.save(self.path, {**state, "generation": generation})
+            except BaseException as exc:  # noqa: BLE001 - report and exit, whatever it was
+                os.write(2, f"pyzdb: snapshot failed: {exc}\n".encode())
+                code = 1
+            os._exit(code)
+        self._child = (pid, generation)
+
+    def poll_snapshot(self, block: bool = False) -> bool | None:
+        """``None`` while no snapshot finished; True/False when the running one succeeded/failed."""
+        if self._child is None:
+            return None
+        pid, generation = self._child
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if done == 0:
+            return None
+        self._child = None
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.error("snapshot of generation %d failed; the journals still hold every write", generation)
+            return False
+        self._remove_journals_below(generation)
+        return True
+
+    def save_now(self, state: dict) -> None:
+        """Write a snapshot in this process (shutdown, or a save under the lock)."""
+        self.poll_snapshot(block=True)
+        generation = self._rotate()
+        snapshot.save(self.path, {**state, "generation": generation})
+        self._remove_journals_below(generation)
+
+    def _rotate(self) -> int:
+        """Close the current journal and open the next generation's; return that generation."""
+        self.writer.close()
+        self.generation += 1
+        self.writer = journal.JournalWriter(journal.journal_path(self.path, self.generation), self.generation)
+        self.writes_since_snapshot = 0
+        self._snapshot_started = time.monotonic()
+        return self.generation
+
+    def _remove_journals_below(self, generation: int) -> None:
+        for gen, path in journal.journal_files(self.path):
+            if gen < generation:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Sync and close the journal, release the store."""
+        if self.writer is not None:
+            self.writer.close()
+        if self._lock_handle is not None:
+            portalocker.unlock(self._lock_handle)
+            self._lock_handle.close()

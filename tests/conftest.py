@@ -27,3 +27,15 @@ def conn(server):
 def db(conn):
     """The root reference of ``conn``."""
     return conn.db
+
+
+@pytest.fixture
+def report(request):
+    """Write a line to the test run's output (shown even when the test passes)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+
+    def write(line: str) -> None:
+        if reporter is not None:
+            reporter.write_line(f"[{request.node.name}] {line}")
+
+    return write

@@ -52,8 +52,16 @@ def python_command(*args: str) -> list[str]:
 class ServerProcess:
     """A pyzdb server (read-write by default) running as a separate process."""
 
-    def __init__(self, db: Path, port_base: int | None = None, *extra: str, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        db: Path,
+        port_base: int | None = None,
+        *extra: str,
+        read_only: bool = False,
+        preexec_fn=None,
+    ) -> None:
         self.db = Path(db)
+        self.preexec_fn = preexec_fn
         self.port_base = port_base or free_port_base()
         self.extra = list(extra)
         self.read_only = read_only
@@ -87,7 +95,12 @@ class ServerProcess:
         """Start the process and, unless ``wait`` is false, wait until it answers."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.command(), cwd=self.db.parent, stdout=log, stderr=subprocess.STDOUT, env=_env()
+            self.command(),
+            cwd=self.db.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            preexec_fn=self.preexec_fn,
         )
         log.close()
         if wait:

@@ -144,6 +144,7 @@ def main_server(argv: list[str] | None = None) -> int:
 
     try:
         server = ReadOnlyServer(config) if config.read_only else ReadWriteServer(config)
+        server.bind()
     except startup_errors() as exc:  # one clear line, not a traceback
         print(f"pyzdb-server: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -59,14 +59,14 @@ class Channel:
             self._socket.close(linger=0)
             self._socket = None
 
-    def request(self, raw: bytes, timeout: float, retry_interval: float) -> bytes:
-        """Send ``raw`` and return the reply, resending until ``timeout`` seconds pass."""
+    def request(self, frames: list[bytes], timeout: float, retry_interval: float) -> bytes:
+        """Send a request's frames and return the reply, resending until ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         interval = retry_interval
         while True:
             try:
                 sock = self._open()
-                sock.send(raw)
+                sock.send_multipart(frames)
                 remaining = deadline - time.monotonic()
                 if sock.poll(max(0.0, min(interval, remaining)) * 1000):
                     return sock.recv()
@@ -111,12 +111,14 @@ class Connection:
         """Send one request and return its result, or raise the error it carried."""
         write = protocol.is_write(op, method)
         self._seq += 1
+        uploads: list[bytes] = []
         message = protocol.build_request(
             op,
             path,
             method,
             args,
             kwargs,
+            uploads,
             id=self._seq,
             client=self.client_id if write else None,
             seq=self._seq if write else None,
@@ -124,7 +126,8 @@ class Connection:
         )
         channel = self._lock or (self._write if write else self._read)
         try:
-            raw = channel.request(protocol.encode_request(message), self.timeout, self.retry_interval)
+            frames = [protocol.encode_request(message), *uploads]
+            raw = channel.request(frames, self.timeout, self.retry_interval)
         except errors.TimeoutError as exc:
             if write:
                 exc.message += "; the write may or may not have been applied"

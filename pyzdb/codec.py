@@ -16,7 +16,13 @@ list (and range)                array
 tuple                           ``{"$tuple": [...]}``
 dict, all keys str, none ``$``  object
 any other dict                  ``{"$dict": [[key, value], ...]}``
+pyzdb.File (stored)             ``{"$file": {"name", "size", "location", "blob"}}``
+pyzdb.File (to store)           ``{"$file": {"path": "/on/server"}}`` or
+                                ``{"$file": {"name": ..., "frame": n}}``
 ==============================  =========================================
+
+A File whose content is uploaded travels as frame ``n`` of the request; the
+encoder appends the bytes to the ``frames`` list given to :func:`encode`.
 
 Anything else is refused with :class:`UnsupportedTypeError` (a ``TypeError``)
 naming the type and where in the value it was, and so is data nested deeper
@@ -32,9 +38,12 @@ from __future__ import annotations
 import base64
 import json
 import math
+from contextvars import ContextVar
 from typing import Any
 
+from pyzdb import files
 from pyzdb.errors import ProtocolError, PyzdbError
+from pyzdb.files import File
 
 MAX_SAFE_INT = 2**53
 MAX_DEPTH = 100
@@ -60,12 +69,36 @@ class _Unsupported(Exception):
         self.where = where
 
 
-def encode(value: Any, where: str = "value") -> Any:
-    """Return the JSON-ready form of ``value``; ``where`` names it in errors."""
+_upload_frames: ContextVar[list | None] = ContextVar("upload_frames", default=None)
+
+
+def encode(value: Any, where: str = "value", frames: list[bytes] | None = None) -> Any:
+    """Return the JSON-ready form of ``value``; ``where`` names it in errors.
+
+    Uploaded :class:`File` contents are appended to ``frames`` (without a list,
+    they are refused: they can only travel inside a request).
+    """
+    token = _upload_frames.set(frames)
     try:
         return _encode(value, 0)
     except _Unsupported as exc:
         raise UnsupportedTypeError(f"{exc.reason} at {where}{exc.where}") from None
+    finally:
+        _upload_frames.reset(token)
+
+
+def _encode_file(value: File) -> dict:
+    if value.stored:
+        return {
+            "$file": {"name": value.name, "size": value.size, "location": value.location, "blob": value.blob}
+        }
+    if value.source is not None:
+        return {"$file": {"path": value.source, "name": value.name}}
+    frames = _upload_frames.get()
+    if frames is None:
+        raise _Unsupported("File content can only be sent as part of a request")
+    frames.append(value.content)
+    return {"$file": {"name": value.name, "frame": len(frames)}}
 
 
 def _encode(value: Any, depth: int) -> Any:
@@ -84,6 +117,8 @@ def _encode(value: Any, depth: int) -> Any:
         return _encode_dict(value, depth + 1)
     if kind is tuple:
         return {"$tuple": [_at(item, depth + 1, index) for index, item in enumerate(value)]}
+    if kind is File:
+        return _encode_file(value)
     if kind is bytes:
         return {"$bytes": base64.b64encode(value).decode("ascii")}
     raise _Unsupported(f"cannot store a value of type {kind.__name__}")
@@ -174,6 +209,7 @@ _TAGS = {
     "$tuple": lambda payload: tuple(_list_payload(payload)),
     "$dict": _dict_payload,
     "$slice": lambda payload: {"$slice": payload},
+    "$file": files.from_wire,
 }
 
 

@@ -10,7 +10,7 @@ Allowed methods (SPEC §3)::
     dict: keys values items get copy | setdefault pop popitem update clear
     list: index count copy            | append extend insert remove pop sort reverse clear
 
-In-place operators: ``+= -= *= /= //= %=`` on any value, list ``+=`` / ``*=``
+In-place operators: ``+= -= *= /= //= %=`` on any value or list slice, list ``+=`` / ``*=``
 in place, dict ``|=``.  Names starting with ``_``, unknown names and keyword
 arguments other than ``sort(reverse=)`` and ``update(**pairs)`` are refused
 with :class:`NotAllowedError` before the store is read.
@@ -168,8 +168,10 @@ def _plan_set(parent: Any, path: Path, key: Any, value: Any) -> Change:
 
 
 def _plan_set_slice(parent: list, path: Path, key: slice, value: Any) -> Change:
-    values = _as_list(value, "can only assign an iterable")
-    start, stop, step = key.indices(len(parent))
+    start, stop, step = key.indices(len(parent))  # first, as Python: a zero step is a ValueError
+    values = _as_list(
+        value, "can only assign an iterable" if step == 1 else "must assign iterable to extended slice"
+    )
     if step == 1:
         stop = max(start, stop)
         return Change(
@@ -221,10 +223,13 @@ def _plan_dict_delete(node: dict, path: Path, key: Any, result: Any) -> Change:
     if key not in node:
         raise KeyError(key)
     old = node[key]
-    if key == next(reversed(node)):
-        restore = ("set", path, key, old)
+    keys = list(node)
+    position = keys.index(key)
+    stored = keys[position]  # may differ in type from ``key`` (1, 1.0 and True are one key)
+    if position == len(keys) - 1:
+        restore = ("set", path, stored, old)
     else:
-        restore = ("put_at", path, key, old, list(node).index(key))
+        restore = ("put_at", path, stored, old, position)
     return Change(result, [("delete", path, key)], [restore])
 
 
@@ -239,7 +244,10 @@ def _plan_inplace(parent: Any, path: Path, key: Any, name: str, value: Any) -> C
     if name not in INPLACE_OPERATORS:
         raise NotAllowedError(f"in-place operator {name!r} is not allowed")
     if type(parent) not in (dict, list):
+        operator.getitem(parent, key)  # a missing item raises as Python would, before the assignment
         raise TypeError(f"{type(parent).__name__!r} object does not support item assignment")
+    if type(parent) is list and type(key) is slice:
+        return _plan_set_slice(parent, path, key, _inplace_on_copy(parent[key], name, value))
     if type(parent) is list:
         key = _list_index(parent, key, "list index out of range")
     target = parent[key]
@@ -247,8 +255,6 @@ def _plan_inplace(parent: Any, path: Path, key: Any, name: str, value: Any) -> C
     if type(target) is list and name == "add":
         return _list_extend(target, here, value)
     if type(target) is dict and name == "or":
-        if type(value) is not dict:
-            raise TypeError(f"unsupported operand type(s) for |=: 'dict' and {type(value).__name__!r}")
         return _dict_update(target, here, value)
     if name == "mul" and isinstance(target, (list, str, bytes, tuple)):
         _check_repeat(target, value)
@@ -256,6 +262,15 @@ def _plan_inplace(parent: Any, path: Path, key: Any, name: str, value: Any) -> C
     if type(target) is list:
         return Change(None, [("assign", here, new)], [("assign", here, list(target))])
     return Change(None, [("set", path, key, new)], [("set", path, key, target)])
+
+
+def _inplace_on_copy(target: list, name: str, value: Any) -> Any:
+    """``target op= value`` on a fresh list (a slice of the store), as Python computes it."""
+    if name == "add":
+        return target + _as_list(value, f"{type(value).__name__!r} object is not iterable")
+    if name == "mul":
+        _check_repeat(target, value)
+    return INPLACE_OPERATORS[name](target, value)
 
 
 def _check_repeat(target: Any, times: Any) -> None:
@@ -290,7 +305,10 @@ def _dict_popitem(node: dict, path: Path) -> Change:
 
 
 def _dict_update(node: dict, path: Path, other: Any = (), **pairs: Any) -> Change:
-    items = list(other.items()) if type(other) is dict else [_pair(item) for item in other]
+    if type(other) is dict:
+        items = list(other.items())
+    else:
+        items = [_pair(item, number) for number, item in enumerate(other)]
     items += pairs.items()
     change = Change()
     seen = set()
@@ -307,10 +325,15 @@ def _dict_update(node: dict, path: Path, other: Any = (), **pairs: Any) -> Chang
     return change
 
 
-def _pair(item: Any) -> tuple:
-    if not isinstance(item, (list, tuple)) or len(item) != 2:
-        raise ValueError("update() needs a dict or a sequence of (key, value) pairs")
-    return tuple(item)
+def _pair(item: Any, number: int) -> tuple:
+    if type(item) not in (list, tuple, str, bytes, dict):
+        raise TypeError(f"cannot convert dictionary update sequence element #{number} to a sequence")
+    pair = tuple(item)
+    if len(pair) != 2:
+        raise ValueError(
+            f"dictionary update sequence element #{number} has length {len(pair)}; 2 is required"
+        )
+    return pair
 
 
 def _clear(node: Any, path: Path) -> Change:
@@ -352,6 +375,7 @@ def _list_remove(node: list, path: Path, value: Any) -> Change:
 
 
 def _list_pop(node: list, path: Path, index: Any = -1) -> Change:
+    _check_index_type(index)
     if not node:
         raise IndexError("pop from empty list")
     index = _list_index(node, index, "pop index out of range")
@@ -359,7 +383,7 @@ def _list_pop(node: list, path: Path, index: Any = -1) -> Change:
 
 
 def _list_sort(node: list, path: Path, reverse: Any = False) -> Change:
-    ordered = sorted(node, reverse=bool(reverse))
+    ordered = sorted(node, reverse=bool(operator.index(reverse)))
     return Change(None, [("assign", path, ordered)], [("assign", path, list(node))])
 
 
@@ -392,9 +416,13 @@ def _check_key(key: Any) -> None:
         raise TypeError(f"cannot use a value of type {type(key).__name__} as a dict key")
 
 
-def _list_index(node: list, key: Any, message: str) -> int:
+def _check_index_type(key: Any) -> None:
     if type(key) not in (int, bool):
         raise TypeError(f"list indices must be integers or slices, not {type(key).__name__}")
+
+
+def _list_index(node: list, key: Any, message: str) -> int:
+    _check_index_type(key)
     index = key + len(node) if key < 0 else int(key)
     if not 0 <= index < len(node):
         raise IndexError(message)

@@ -57,6 +57,8 @@ class Request:
     token: str | None = None
     raw: bytes = field(default=b"", repr=False, compare=False)
     """The message as received: what the journal stores."""
+    uploads: tuple = field(default=(), repr=False, compare=False)
+    """Frames after the JSON one: contents of uploaded files (``$file`` with ``frame``)."""
 
     @property
     def is_write(self) -> bool:
@@ -96,24 +98,29 @@ def build_request(
     method: str | None = None,
     args: tuple = (),
     kwargs: dict | None = None,
+    frames: list[bytes] | None = None,
     **extra: Any,
 ) -> dict:
-    """Return the JSON-ready request; raises ``TypeError`` for values pyzdb cannot store."""
+    """Return the JSON-ready request; raises ``TypeError`` for values pyzdb cannot store.
+
+    The contents of uploaded :class:`pyzdb.File` values are appended to ``frames``:
+    send them as the request's frames after the JSON one.
+    """
     message: dict[str, Any] = {"v": VERSION, "op": op}
     if path:
         message["path"] = encode_path(path)
     if method is not None:
         message["method"] = method
     if args:
-        message["args"] = [codec.encode(arg, f"argument {i}") for i, arg in enumerate(args)]
+        message["args"] = [codec.encode(arg, f"argument {i}", frames) for i, arg in enumerate(args)]
     if kwargs:
-        message["kwargs"] = _encode_kwargs(kwargs)
+        message["kwargs"] = _encode_kwargs(kwargs, frames)
     message.update((k, v) for k, v in extra.items() if v is not None)
     return message
 
 
-def _encode_kwargs(kwargs: dict) -> Any:
-    encoded = {k: codec.encode(v, f"argument {k}") for k, v in kwargs.items()}
+def _encode_kwargs(kwargs: dict, frames: list[bytes] | None) -> Any:
+    encoded = {k: codec.encode(v, f"argument {k}", frames) for k, v in kwargs.items()}
     if all(type(k) is str and not k.startswith("$") for k in encoded):
         return encoded
     # update(**{"$int": ...}) is legal Python: such names must not read as a tag

@@ -107,7 +107,8 @@ class ExecPrompt(_Console):
     def runsource(self, source: str, filename: str = "<exec>", symbol: str = "single") -> bool:
         """Send ``source`` once it is complete; True while more lines are needed."""
         try:
-            if codeop.compile_command(source, filename, "exec") is None:
+            # "single", as Python's own prompt: a block is complete only after an empty line
+            if codeop.compile_command(source, filename, symbol) is None:
                 return True
         except (SyntaxError, ValueError, OverflowError):
             self.showsyntaxerror()

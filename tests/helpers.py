@@ -128,6 +128,7 @@ class ServerProcess:
                     return
                 except errors.TimeoutError:
                     continue
+        self.kill()
         raise RuntimeError(f"server did not answer within {timeout} s: {self.log()}")
 
     def log(self) -> str:

@@ -26,7 +26,11 @@ class QueueDevice:
         self._context = context
         self._control_uri = f"inproc://pyzdb-{name}-control-{next(_ids)}"
         self._frontend = self._bound(zmq.ROUTER, [frontend])
-        self._backend = self._bound(zmq.DEALER, backends)
+        try:
+            self._backend = self._bound(zmq.DEALER, backends)
+        except zmq.ZMQError:
+            self._frontend.close()
+            raise
         self._thread = threading.Thread(target=self._run, name=f"pyzdb-{name}", daemon=True)
         self._control = context.socket(zmq.PAIR)
         self._control.bind(self._control_uri)

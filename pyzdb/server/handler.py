@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any
 from pyzdb import errors, protocol
 from pyzdb.protocol import Request
 from pyzdb.server.sessions import Sessions
+from pyzdb.storage.blobs import BlobStore
 from pyzdb.store import Store
 
 log = logging.getLogger("pyzdb.server")
@@ -49,7 +51,9 @@ class Handler:
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
         sessions: Sessions | None = None,
         journal: Callable[[bytes], None] | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
+        self.blobs = blobs
         self.store = store
         self.journal = journal
         """Called with each valid write request before it is applied (``None``: no journal)."""
@@ -68,13 +72,18 @@ class Handler:
 
     def parse(self, frames: list[bytes]) -> Request | bytes:
         """Decode a message into a request, or return the error reply for it."""
-        if len(frames) != 1:
-            error = errors.ProtocolError(f"a request is one frame, got {len(frames)}")
-            return protocol.error_reply(None, error)
+        size = sum(len(frame) for frame in frames)
         try:
-            return protocol.decode_request(frames[0], self.max_message_bytes)
+            if not frames or size > self.max_message_bytes:
+                raise errors.ProtocolError(
+                    f"message of {size} bytes exceeds the limit of {self.max_message_bytes}"
+                )
+            request = protocol.decode_request(frames[0], self.max_message_bytes)
         except errors.PyzdbError as exc:
             return protocol.error_reply(None, exc)
+        if len(frames) > 1:
+            request = dataclasses.replace(request, uploads=tuple(frames[1:]))
+        return request
 
     def replay(self, raw: bytes) -> None:
         """Re-run a journaled write at start-up (not journaled again)."""
@@ -107,10 +116,13 @@ class Handler:
         op = request.op
         if op == "ping":
             return {"version": protocol.VERSION, "read_only": self.read_only, "pid": os.getpid()}
+        if request.uploads and not request.is_write:
+            raise errors.ProtocolError("extra frames are only accepted with files to store")
         if request.is_write and self.read_only:
             raise errors.ReadOnlyError(f"{_describe(request)} is a write; this server is read-only")
         if op in protocol.READ_OPS or op == "call" and not request.is_write:
             return self.store.read(op, request.path, request.method, request.args, request.kwargs)
+        request = self._take_files(request)
         journaled = self._journal_hook(request)
         if op in protocol.WRITE_OPS or op == "call":
             return self.store.write(op, request.path, request.method, request.args, request.kwargs, journaled)
@@ -123,6 +135,14 @@ class Handler:
         if op == "exec":
             return self.execute(request.args[0])
         raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
+
+    def _take_files(self, request: Request) -> Request:
+        """Move or store the request's files; the request to journal refers to stored blobs."""
+        if self.blobs is not None and (request.uploads or b'"$file"' in request.raw):
+            return self.blobs.ingest(request)
+        if request.uploads:
+            raise errors.ProtocolError("extra frames are only accepted with files to store")
+        return request
 
     def _journal_hook(self, request: Request) -> Callable[[], None] | None:
         if self.journal is None:

@@ -58,6 +58,9 @@ class ReadOnlyServer:
         """Ask the loop to finish the current request and exit."""
         self._stopping = True
 
+    def bind(self) -> None:
+        """Nothing to bind: a read-only server only connects (kept for a uniform start-up)."""
+
     def run(self) -> int:
         """Serve until stopped; return the process exit code."""
         context = zmq.Context()

@@ -34,6 +34,7 @@ from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.sessions import Sessions
 from pyzdb.storage import snapshot
+from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
 from pyzdb.store import Store
 
@@ -66,6 +67,7 @@ class ReadWriteServer:
         self.config = config
         self.files = Persistence(config.db, config.fsync, config.autosave_writes, config.autosave_seconds)
         self.files.acquire()
+        self.blobs = BlobStore(config.db)
         try:
             self.handler = self._recover()
         except BaseException:
@@ -74,7 +76,11 @@ class ReadWriteServer:
         self.lock = Lock(config.lock_timeout)
         self._stopping = False
         self._pending_saves: list[tuple[list[bytes], Request]] = []
+        self._context: zmq.Context | None = None
+        self._devices: list[QueueDevice] = []
+        self._sockets: list[zmq.Socket] = []
         self._queue: zmq.Socket | None = None
+        self._lock_socket: zmq.Socket | None = None
 
     def _recover(self) -> Handler:
         started = time.perf_counter()
@@ -86,6 +92,7 @@ class ReadWriteServer:
             allow_exec=self.config.allow_exec,
             max_message_bytes=self.config.max_message_size,
             sessions=sessions,
+            blobs=self.blobs,
         )
         for raw in records:
             handler.replay(raw)
@@ -107,44 +114,56 @@ class ReadWriteServer:
             "sessions": self.handler.sessions,
         }
 
+    def _collect_blobs(self, state: dict, started: float) -> None:
+        self.blobs.collect([state["root"], state["history"].__getstate__()], started)
+
     def save(self) -> None:
         """Write a snapshot now, in this process (used under the lock, by exec and at shutdown)."""
         started = time.perf_counter()
-        self.files.save_now(self.state())
+        self.files.save_now(self.state(), self._collect_blobs)
         log.info("saved %s in %.3f s", self.config.db, time.perf_counter() - started)
 
     def stop(self, *_: Any) -> None:
         """Ask the loop to finish the current batch and exit."""
         self._stopping = True
 
-    def run(self) -> int:
-        """Serve until stopped; return the process exit code."""
-        context = zmq.Context()
+    def bind(self) -> None:
+        """Bind the devices and sockets; on failure (an address in use) close everything and raise."""
+        self._context = zmq.Context()
         inproc = f"inproc://pyzdb-write-{id(self)}"
-        devices = []
-        sockets = []
         try:
-            devices.append(
-                QueueDevice(
-                    context, self.config.write_client_uri, [self.config.write_server_uri, inproc], "write"
-                )
+            write_backends = [self.config.write_server_uri, inproc]
+            self._devices.append(
+                QueueDevice(self._context, self.config.write_client_uri, write_backends, "write")
             )
-            devices.append(
-                QueueDevice(context, self.config.read_client_uri, [self.config.read_server_uri], "read")
+            read_backends = [self.config.read_server_uri]
+            self._devices.append(
+                QueueDevice(self._context, self.config.read_client_uri, read_backends, "read")
             )
-            queue = self._queue = context.socket(zmq.DEALER)
-            sockets.append(queue)
-            queue.connect(inproc)
-            lock_socket = context.socket(zmq.REP)
-            sockets.append(lock_socket)
-            lock_socket.bind(self.config.lock_uri)
-            for device in devices:
-                device.start()
-            self._install_signals()
-            self._announce()
-            self._loop(queue, lock_socket)
+            self._queue = self._socket(zmq.DEALER)
+            self._queue.connect(inproc)
+            self._lock_socket = self._socket(zmq.REP)
+            self._lock_socket.bind(self.config.lock_uri)
+        except BaseException:
+            self._close_network()
+            self.files.close()
+            raise
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self._context.socket(kind)
+        self._sockets.append(sock)
+        return sock
+
+    def run(self) -> int:
+        """Serve until stopped (after :meth:`bind`); return the process exit code."""
+        for device in self._devices:
+            device.start()
+        self._install_signals()
+        self._announce()
+        try:
+            self._loop(self._queue, self._lock_socket)
         finally:
-            self._shutdown(context, devices, sockets)
+            self._shutdown()
         return 0
 
     def _install_signals(self) -> None:
@@ -226,7 +245,7 @@ class ReadWriteServer:
 
     def _start_snapshot(self) -> None:
         try:
-            self.files.start_snapshot(self.state())
+            self.files.start_snapshot(self.state(), self._collect_blobs)
         except OSError as exc:
             log.error("could not start a snapshot: %s", exc)
             self._answer_pending_saves(False, str(exc))
@@ -292,19 +311,22 @@ class ReadWriteServer:
         self.handler.sessions.remember(request, reply)
         return reply
 
-    def _shutdown(self, context: zmq.Context, devices: list[QueueDevice], sockets: list[zmq.Socket]) -> None:
+    def _shutdown(self) -> None:
         try:
             self.save()
             self._answer_pending_saves(True)
         except OSError as exc:
             log.error("could not save on shutdown (the journal still holds every write): %s", exc)
         self.files.close()
-        for sock in sockets:
-            sock.close(linger=0)
-        for device in devices:
-            device.stop()
-        context.term()
+        self._close_network()
         log.warning("pyzdb read-write server stopped")
+
+    def _close_network(self) -> None:
+        for sock in self._sockets:
+            sock.close(linger=0)
+        for device in self._devices:
+            device.stop()
+        self._context.term()
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ import portalocker
 from pyzdb.storage import journal, snapshot
 
 log = logging.getLogger("pyzdb.storage")
+
+
+AfterSave = Callable[[dict, float], None]
 
 
 class StoreInUseError(Exception):
@@ -138,14 +142,20 @@ class Persistence:
         """True while a forked child is writing a snapshot."""
         return self._child is not None
 
-    def start_snapshot(self, state: dict) -> None:
-        """Rotate the journal and fork a child that writes ``state`` as the next snapshot."""
+    def start_snapshot(self, state: dict, after: AfterSave | None = None) -> None:
+        """Rotate the journal and fork a child that writes ``state`` as the next snapshot.
+
+        ``after(state, started)`` runs in the child once the snapshot is in place.
+        """
         generation = self._rotate()
+        started = time.time()
         pid = os.fork()
         if pid == 0:  # the child: write the file and leave without running any parent cleanup
             code = 0
             try:
                 snapshot.save(self.path, {**state, "generation": generation})
+                if after is not None:
+                    after(state, started)
             except BaseException as exc:  # noqa: BLE001 - report and exit, whatever it was
                 os.write(2, f"pyzdb: snapshot failed: {exc}\n".encode())
                 code = 1
@@ -167,12 +177,15 @@ class Persistence:
         self._remove_journals_below(generation)
         return True
 
-    def save_now(self, state: dict) -> None:
+    def save_now(self, state: dict, after: AfterSave | None = None) -> None:
         """Write a snapshot in this process (shutdown, or a save under the lock)."""
         self.poll_snapshot(block=True)
         generation = self._rotate()
+        started = time.time()
         snapshot.save(self.path, {**state, "generation": generation})
         self._remove_journals_below(generation)
+        if after is not None:
+            after(state, started)
 
     def _rotate(self) -> int:
         """Close the current journal and open the next generation's; return that generation."""

@@ -81,7 +81,8 @@ def server_parser() -> argparse.ArgumentParser:
         type=float,
         default=300.0,
         metavar="SECONDS",
-        help="write a snapshot when a write is older than this, 0 never (default: %(default)s)",
+        help="snapshot when writes are unsaved and the last snapshot is this old, 0 never "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--undo-limit", type=int, default=1000, metavar="N", help="undo steps kept (default: %(default)s)"

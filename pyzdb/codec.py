@@ -29,8 +29,8 @@ naming the type and where in the value it was, and so is data nested deeper
 than :data:`MAX_DEPTH` containers, counted as :func:`depth_of` does (the
 tuples of a dict key count as containers under that dict).  On decoding,
 ``$dict`` keys must be valid store keys (:func:`is_valid_key`).
-``{"$slice": [start, stop, step]}`` is left as it is: only request paths give
-it a meaning.
+``{"$slice": [start, stop, step]}`` decodes to a :class:`SliceTag`: only
+request paths give it a meaning, and the protocol refuses it anywhere else.
 """
 
 from __future__ import annotations
@@ -208,9 +208,21 @@ _TAGS = {
     "$bytes": lambda text: base64.b64decode(text, validate=True),
     "$tuple": lambda payload: tuple(_list_payload(payload)),
     "$dict": _dict_payload,
-    "$slice": lambda payload: {"$slice": payload},
+    "$slice": lambda payload: SliceTag(payload),
     "$file": files.from_wire,
 }
+
+
+class SliceTag:
+    """A decoded ``{"$slice": payload}``: only a request path may contain one."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"SliceTag({self.payload!r})"
 
 
 def dumps(data: Any) -> bytes:

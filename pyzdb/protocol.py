@@ -155,6 +155,15 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
     message = codec.loads(raw)
     if type(message) is not dict:
         raise errors.ProtocolError("a request must be a JSON object")
+    request_id = _scalar(message.get("id"), "id")
+    try:
+        return _validate(message, raw, request_id)
+    except errors.PyzdbError as exc:
+        exc.request_id = request_id  # so the error reply can still be matched to its request
+        raise
+
+
+def _validate(message: dict, raw: bytes, request_id: Any) -> Request:
     version = message.get("v")
     if type(version) is not int or version != VERSION:  # true == 1 and 1.0 == 1 in Python
         raise errors.ProtocolError(
@@ -170,6 +179,8 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
         raise errors.ProtocolError("'args' must be an array and 'kwargs' an object")
     method = _typed(message.get("method"), str, "method")
     _check_shape(op, path, method, args, kwargs)
+    if b'"$slice"' in raw and _holds_slice_tag([args, kwargs]):
+        raise errors.ProtocolError("$slice only has a meaning as a path step")
     # a method call puts its arguments inside the node at ``path``: one level deeper
     levels = len(path) + (op == "call")
     if _may_nest_deeper(raw, levels):
@@ -180,7 +191,7 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
         method=method,
         args=tuple(args),
         kwargs=kwargs,
-        id=_scalar(message.get("id"), "id"),
+        id=request_id,
         client=_typed(message.get("client"), str, "client"),
         seq=_typed(message.get("seq"), int, "seq"),
         token=_typed(message.get("token"), str, "token"),
@@ -207,6 +218,17 @@ def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) ->
         raise errors.NotAllowedError(f"in-place operator {method!r} is not allowed")
 
 
+def _holds_slice_tag(value: Any) -> bool:
+    """True if a decoded value holds a ``$slice`` tag (keys included)."""
+    if type(value) is codec.SliceTag:
+        return True
+    if type(value) in (list, tuple):
+        return any(_holds_slice_tag(item) for item in value)
+    if type(value) is dict:
+        return any(_holds_slice_tag(key) or _holds_slice_tag(item) for key, item in value.items())
+    return False
+
+
 def _decode_path(raw_path: Any) -> tuple:
     if type(raw_path) is not list:
         raise errors.ProtocolError("'path' must be an array")
@@ -214,8 +236,8 @@ def _decode_path(raw_path: Any) -> tuple:
 
 
 def _decode_step(step: Any) -> Any:
-    if type(step) is dict and len(step) == 1 and "$slice" in step:
-        bounds = step["$slice"]
+    if type(step) is codec.SliceTag:
+        bounds = step.payload
         if type(bounds) is not list or len(bounds) != 3:
             raise errors.ProtocolError("a $slice needs [start, stop, step]")
         if not all(b is None or type(b) is int for b in bounds):

@@ -46,6 +46,8 @@ def same(a: Any, b: Any) -> bool:
 
 # 1, 1.0 and True are one dict key: mixing them checks that undo restores the stored key's type.
 KEYS = st.sampled_from(["a", "b", "c", "d", 0, 1, 2, True, 1.0, ("t", 1), None])
+TWINS = {0: (0, False, 0.0), 1: (1, True, 1.0)}
+"""Keys that are equal (one dict key) but of different types."""
 SCALARS = st.one_of(
     st.integers(-3, 9),
     st.sampled_from(["", "x", "yz", b"b", None, True, False, 0.5, -2.0, 1.0, (1, "t"), ()]),
@@ -151,9 +153,10 @@ class UndoMachine(RuleBasedStateMachine):
         return data.draw(st.integers(-size - 2, size + 1), label="index")
 
     def key_of(self, data: st.DataObject, node: dict) -> Any:
-        """A key of ``node``, or a fresh one."""
-        existing = st.sampled_from(list(node)) if node else KEYS
-        return data.draw(st.one_of(existing, KEYS), label="key")
+        """A key of ``node``, an equal key of another type (``True`` for ``1``), or a fresh one."""
+        existing = list(node) or ["a"]
+        twins = [twin for key in existing for twin in TWINS.get(key, ()) if type(twin) is not type(key)]
+        return data.draw(st.one_of(st.sampled_from(existing), st.sampled_from(twins or existing), KEYS))
 
     def write(self, op: str, path: tuple, method: str | None = None, args=(), kwargs=None) -> None:
         """Run one write on both sides and check they agree, in result or in exception."""

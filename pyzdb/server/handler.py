@@ -80,7 +80,7 @@ class Handler:
                 )
             request = protocol.decode_request(frames[0], self.max_message_bytes)
         except errors.PyzdbError as exc:
-            return protocol.error_reply(None, exc)
+            return protocol.error_reply(getattr(exc, "request_id", None), exc)
         if len(frames) > 1:
             request = dataclasses.replace(request, uploads=tuple(frames[1:]))
         return request

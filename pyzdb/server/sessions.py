@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from pyzdb import errors, protocol
 from pyzdb.protocol import Request
 
 
@@ -21,13 +22,20 @@ class Sessions:
         self._last: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
 
     def replay(self, request: Request) -> bytes | None:
-        """The stored reply if ``request`` is a retry of the client's newest write."""
+        """The stored reply if ``request`` is a retry of the client's newest write.
+
+        A copy of an *older* write (one that lingered in a queue while its client
+        moved on) gets an error reply instead of being applied a second time.
+        """
         if request.client is None or request.seq is None:
             return None
         last = self._last.get(request.client)
-        if last is not None and last[0] == request.seq:
+        if last is None or request.seq > last[0]:
+            return None
+        if request.seq == last[0]:
             return last[1]
-        return None
+        stale = errors.ProtocolError(f"request {request.seq} is older than this client's last write")
+        return protocol.error_reply(request.id, stale)
 
     def remember(self, request: Request, reply: bytes) -> None:
         """Store the reply of a write that has just been handled."""

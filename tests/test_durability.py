@@ -6,6 +6,7 @@ import random
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from helpers import ServerProcess, _env, free_port_base
 from pyzdb import errors
 from pyzdb.client import Connection
-from pyzdb.storage import journal
+from pyzdb.storage import journal, snapshot
 
 WRITER = """
 import sys
@@ -199,3 +200,15 @@ def test_autosave_after_n_writes(tmp_path):
         assert len(journal.journal_files(server.db)) == 1
     finally:
         server.stop()
+
+
+def test_save_during_a_running_snapshot_waits_for_one_that_includes_its_writes(server, db):
+    db["big"] = {f"k{i}": [i, str(i)] for i in range(200_000)}
+    first = threading.Thread(target=db.save)
+    first.start()
+    with Connection(server.write_uri, timeout=30) as other:
+        time.sleep(0.05)  # let the first snapshot start
+        other.db["late"] = "after the first snapshot began"
+        other.db.save()
+        assert snapshot.load(server.db)["root"].get("late") == "after the first snapshot began"
+    first.join(30)

@@ -76,6 +76,9 @@ class ReadWriteServer:
         self.lock = Lock(config.lock_timeout)
         self._stopping = False
         self._pending_saves: list[tuple[list[bytes], Request]] = []
+        """save() requests answered when the running snapshot is on disk."""
+        self._next_saves: list[tuple[list[bytes], Request]] = []
+        """save() requests that arrived while a snapshot was running: they need the next one."""
         self._context: zmq.Context | None = None
         self._devices: list[QueueDevice] = []
         self._sockets: list[zmq.Socket] = []
@@ -216,6 +219,9 @@ class ReadWriteServer:
         finished = self.files.poll_snapshot()
         if finished is not None:
             self._answer_pending_saves(finished)
+            if self._next_saves:
+                self._pending_saves, self._next_saves = self._next_saves, []
+                self._start_snapshot()
         if self.files.autosave_due():
             self._start_snapshot()
 
@@ -242,8 +248,10 @@ class ReadWriteServer:
         if isinstance(request, bytes):
             return request
         if request.op == "save" and self.handler.sessions.replay(request) is None:
-            self._pending_saves.append((envelope, request))
-            if not self.files.snapshot_running:
+            if self.files.snapshot_running:  # that snapshot predates this request: wait for the next
+                self._next_saves.append((envelope, request))
+            else:
+                self._pending_saves.append((envelope, request))
                 self._start_snapshot()
             return None
         return self.answer_request(request, via_lock=False)
@@ -319,6 +327,8 @@ class ReadWriteServer:
     def _shutdown(self) -> None:
         try:
             self.save()
+            self._pending_saves += self._next_saves
+            self._next_saves = []
             self._answer_pending_saves(True)
         except OSError as exc:
             log.error("could not save on shutdown (the journal still holds every write): %s", exc)

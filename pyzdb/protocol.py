@@ -42,7 +42,7 @@ CONTROL_OPS: dict[str, tuple[int, bool]] = {
 """Ops about the server rather than the data; all but ``ping`` need the read-write server."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """A decoded, validated request."""
 

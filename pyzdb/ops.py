@@ -18,6 +18,7 @@ with :class:`NotAllowedError` before the store is read.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -132,6 +133,8 @@ def plan_write(root: Any, op: str, path: Path, method: str | None, args: list, k
     if any(type(key) is slice for key in path[:-1]):
         raise NotAllowedError("a slice may only be the last step of a path that is written")
     if op == "call":
+        if path and type(path[-1]) is slice:
+            raise NotAllowedError(f"{method}() on a slice would only change a copy of it")
         node = resolve(root, path)
         check_method(node, method, args, kwargs)
         if method not in WRITE_METHODS:
@@ -306,13 +309,12 @@ def _dict_popitem(node: dict, path: Path) -> Change:
 
 def _dict_update(node: dict, path: Path, other: Any = (), **pairs: Any) -> Change:
     if type(other) is dict:
-        items = list(other.items())
-    else:
-        items = [_pair(item, number) for number, item in enumerate(other)]
-    items += pairs.items()
+        items = iter(other.items())
+    else:  # lazily, so that a bad pair and a bad key fail in the order dict.update finds them
+        items = (_pair(item, number) for number, item in enumerate(other))
     change = Change()
     seen = set()
-    for key, value in items:
+    for key, value in itertools.chain(items, pairs.items()):
         _check_key(key)
         change.forward.append(("set", path, key, value))
         if key in seen:

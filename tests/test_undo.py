@@ -67,8 +67,26 @@ SEQUENCES = st.one_of(
     st.sampled_from(["", "ab", b"xy", {"k": 1, 2: 3}]),
     SCALARS,  # mostly not iterable: Python raises TypeError
 )
-STEPS = st.sampled_from([None, 1, 2, 3, -1, -2, 0])  # 0 raises ValueError, as in Python
+NUMBERS = st.one_of(st.integers(-2, 4), st.sampled_from([0.5, -1.5, True]))
 OPERATORS = st.sampled_from(["add", "sub", "mul", "truediv", "floordiv", "mod", "or"])
+ANY_OPERAND = st.one_of(NUMBERS, SEQUENCES, st.dictionaries(KEYS, VALUES, max_size=2))
+_ARITHMETIC = st.tuples(OPERATORS, NUMBERS)
+_REPEAT = st.tuples(st.just("mul"), st.integers(-1, 3))
+FITTING_OPERANDS = {
+    int: _ARITHMETIC,
+    float: _ARITHMETIC,
+    bool: _ARITHMETIC,
+    list: st.one_of(st.tuples(st.just("add"), SEQUENCES), _REPEAT),
+    dict: st.tuples(
+        st.just("or"),
+        st.one_of(st.dictionaries(KEYS, VALUES, max_size=3), st.lists(st.tuples(KEYS, VALUES), max_size=3)),
+    ),
+    str: st.one_of(st.tuples(st.just("add"), st.sampled_from(["", "q"])), _REPEAT),
+    bytes: st.one_of(st.tuples(st.just("add"), st.just(b"q")), _REPEAT),
+    tuple: st.one_of(st.tuples(st.just("add"), st.tuples(SCALARS)), _REPEAT),
+}
+"""Operator and operand pairs that usually succeed, by type of the target."""
+STEPS = st.sampled_from([None, 1, 2, 3, -1, -2, 0])  # 0 raises ValueError, as in Python
 INITIAL = st.fixed_dictionaries(
     {
         "l": st.lists(st.integers(-5, 5), max_size=6),
@@ -316,20 +334,30 @@ class UndoMachine(RuleBasedStateMachine):
 
     # --- in-place operators ---------------------------------------------------
 
-    @rule(
-        data=st.data(),
-        name=OPERATORS,
-        value=st.one_of(SCALARS, SEQUENCES, st.dictionaries(KEYS, VALUES, max_size=2)),
-    )
-    def inplace(self, data: st.DataObject, name: str, value: Any) -> None:
-        """``node[key] op= value``: numbers, strings, list ``+=``/``*=``, dict ``|=``, slices."""
-        paths = [p for p in container_paths(self.model)]
-        path = data.draw(st.sampled_from(paths), label="path")
+    @rule(data=st.data())
+    def inplace_on_an_item(self, data: st.DataObject) -> None:
+        """``node[key] op= value`` on an existing item, with an operator that suits its type."""
+        path = data.draw(st.sampled_from(container_paths(self.model)), label="path")
+        node = resolve(self.model, path)
+        keys = list(node) if type(node) is dict else list(range(-len(node), len(node)))
+        key = data.draw(st.sampled_from(keys or ["absent"]), label="key")
+        fitting = FITTING_OPERANDS.get(type(node[key])) if keys else None
+        if fitting is None:
+            fitting = st.tuples(OPERATORS, ANY_OPERAND)
+        name, value = data.draw(fitting, label="operator")
+        self.write("iop", (*path, key), name, [value])
+
+    @rule(data=st.data(), name=OPERATORS, value=ANY_OPERAND)
+    def inplace_anywhere(self, data: st.DataObject, name: str, value: Any) -> None:
+        """``node[key] op= value`` with any key, slice, operator and operand (Python often raises)."""
+        path = data.draw(st.sampled_from(container_paths(self.model)), label="path")
         node = resolve(self.model, path)
         if type(node) is dict:
             key = self.key_of(data, node)
         elif data.draw(st.booleans(), label="slice"):
             key = slice(data.draw(bound()), data.draw(bound()), data.draw(STEPS))
+            if type(value) is not int and data.draw(st.booleans(), label="fitting"):
+                name, value = "add", data.draw(SEQUENCES)
         else:
             key = self.index(data, len(node))
         self.write("iop", (*path, key), name, [value])
@@ -373,7 +401,7 @@ class UndoMachine(RuleBasedStateMachine):
         assert self.store.history.can_redo == len(self.redo_states)
 
     def teardown(self) -> None:
-        """Undo everything (back to the initial state), then redo everything (the final state)."""
+        """Undo everything (back to the initial state), restart, then redo everything (the final state)."""
         if not hasattr(self, "store"):
             return
         final, steps = copy.deepcopy(self.model), len(self.undo_states)
@@ -384,6 +412,7 @@ class UndoMachine(RuleBasedStateMachine):
             assert same(self.store.root, self.initial)
         with pytest.raises(UndoError):
             self.store.undo()
+        self.save_and_restart()
         for _ in range(steps):
             self.store.redo()
         assert same(self.store.root, final)

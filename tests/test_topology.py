@@ -212,3 +212,24 @@ def test_write_retried_across_restart_is_applied_once(server):
         worker.join(20)
         assert result == [None]
         assert conn.db["l"]._run() == ["once"]
+
+
+def test_replicas_follow_the_journal_without_a_save(server, replicas, report):
+    """Writes reach the replicas through the journal, without save(), within a second."""
+    with Connection(server.write_uri, server.read_uri, timeout=10) as conn:
+        lags = []
+        for i in range(5):
+            conn.db[f"k{i}"] = i
+            written = time.monotonic()
+            _wait_for(lambda i=i: all(conn.db.get(f"k{i}") == i for _ in range(4)), timeout=3.0)
+            lags.append(time.monotonic() - written)
+        conn.db["l"] = [1]
+        conn.db["l"].append(2)
+        conn.db.undo()
+        conn.db.save()  # a new snapshot and a new journal generation: replicas move on to it
+        conn.db["after"] = "save"
+        _wait_for(lambda: all(conn.db.get("after") == "save" for _ in range(4)), timeout=3.0)
+        assert conn.db["l"]._run() == [1]
+    lags.sort()
+    assert lags[-1] < 1.0, f"replica lag {lags}"
+    report(f"replica lag behind the writer: median {lags[2] * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms")

@@ -88,12 +88,13 @@ class Handler:
     def replay(self, raw: bytes) -> None:
         """Re-run a journaled write at start-up (not journaled again)."""
         journal, self.journal = self.journal, None
+        read_only, self.read_only = self.read_only, False  # a replica replays the writer's journal
         try:
             request = self.parse([raw])
             if not isinstance(request, bytes):
                 self.answer(request)
         finally:
-            self.journal = journal
+            self.journal, self.read_only = journal, read_only
 
     def answer(self, request: Request) -> bytes:
         """Run a decoded request and return its reply."""

@@ -1,9 +1,10 @@
-"""Read-only servers: answer reads from the newest snapshot on disk.
+"""Read-only servers: answer reads from the snapshot on disk plus the journal.
 
-``python server.py -ro`` connects a REP socket to the read queue's DEALER,
-loads the snapshot and, at most every ``CHECK_INTERVAL`` seconds, looks
-whether the file was replaced (by an atomic rename, so it is never
-half-written) and reloads it.  Writes get a ``ReadOnlyError`` reply.
+``python server.py -ro`` connects a REP socket to the read queue's DEALER and
+loads the snapshot.  Every ``CHECK_INTERVAL`` seconds it applies the journal
+records the writer appended since (so it lags the writer by about that much),
+and reloads the snapshot when a new one was renamed into place (it is never
+half-written).  Writes sent to it get a ``ReadOnlyError`` reply.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import zmq
 
 from pyzdb.server.config import ServerConfig, connectable
 from pyzdb.server.handler import Handler
-from pyzdb.server.rw import POLL_MS, load_store
-from pyzdb.storage import snapshot
+from pyzdb.server.rw import POLL_MS, store_from_state
+from pyzdb.storage import journal, snapshot
 
 log = logging.getLogger("pyzdb.server")
 
 CHECK_INTERVAL = 0.2
-"""Seconds between looks at the snapshot file; a new save is served within this."""
+"""Seconds between looks at the journal and the snapshot file."""
 
 
 class ReadOnlyServer:
@@ -37,15 +38,23 @@ class ReadOnlyServer:
         self._stopping = False
 
     def _load(self) -> Handler:
-        store, _ = load_store(self.config)
-        return Handler(store, read_only=True, max_message_bytes=self.config.max_message_size)
+        state = snapshot.load(self.config.db) or {}
+        store, sessions = store_from_state(state, self.config.undo_limit)
+        self._follower = journal.JournalFollower(self.config.db, state.get("generation", 0))
+        return Handler(
+            store, read_only=True, max_message_bytes=self.config.max_message_size, sessions=sessions
+        )
 
     def refresh(self) -> None:
-        """Reload the snapshot if a newer one was saved."""
+        """Apply newly journaled writes, or reload the snapshot if a newer one was saved."""
         self._checked = time.monotonic()
         stamp = snapshot.stamp(self.config.db)
-        if stamp == self._stamp:
+        if stamp == self._stamp and not self._follower.lost:
+            for raw in self._follower.new_records():
+                self.handler.replay(raw)
             return
+        if stamp == self._stamp:
+            return  # a journal is gone but its snapshot is not renamed in yet: next time
         try:
             self.handler = self._load()
         except (OSError, EOFError, ValueError) as exc:

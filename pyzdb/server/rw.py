@@ -33,7 +33,6 @@ from pyzdb.server.devices import QueueDevice
 from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.sessions import Sessions
-from pyzdb.storage import snapshot
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
 from pyzdb.store import Store
@@ -53,11 +52,6 @@ def store_from_state(state: dict, undo_limit: int) -> tuple[Store, Sessions]:
         store.history = state["history"]
         store.history.resize(undo_limit)
     return store, state.get("sessions") or Sessions()
-
-
-def load_store(config: ServerConfig) -> tuple[Store, Sessions]:
-    """Load the snapshot named by ``config.db`` (an empty store if there is none)."""
-    return store_from_state(snapshot.load(config.db) or {}, config.undo_limit)
 
 
 class ReadWriteServer:

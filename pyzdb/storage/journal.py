@@ -199,3 +199,51 @@ class JournalWriter:
             self.sync()
         finally:
             os.close(self._fd)
+
+
+class JournalFollower:
+    """Reads, as they are appended, the records of a store's journals (for read-only servers).
+
+    Starts after the header of the journal of ``generation`` (the one that goes
+    with the snapshot just loaded) and moves to the next generation when the
+    writer has rotated to it.  Stops at an incomplete last record and reads it
+    once it is whole.  If a journal it needs is gone (a newer snapshot replaced
+    it), it returns nothing more: the caller reloads the snapshot.
+    """
+
+    def __init__(self, store: Path, generation: int) -> None:
+        self.store = Path(store)
+        self.generation = generation
+        self.offset = FILE_HEADER.size
+        self.lost = False
+
+    def new_records(self) -> list[bytes]:
+        """The records appended since the last call, oldest first."""
+        records: list[bytes] = []
+        while not self.lost:
+            rotated = journal_path(self.store, self.generation + 1).exists()
+            records += self._read_current()
+            if not rotated or self.lost:
+                break
+            self.generation += 1
+            self.offset = FILE_HEADER.size
+        return records
+
+    def _read_current(self) -> list[bytes]:
+        try:
+            with open(journal_path(self.store, self.generation), "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            # not written yet, or deleted after a newer snapshot (then a newer journal exists)
+            self.lost = journal_path(self.store, self.generation + 1).exists()
+            return []
+        records = []
+        offset = 0
+        while _check_record(data, offset) is None:
+            length = RECORD_HEADER.unpack_from(data, offset)[0]
+            start = offset + RECORD_HEADER.size
+            records.append(data[start : start + length])
+            offset = start + length
+        self.offset += offset
+        return records

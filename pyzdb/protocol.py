@@ -185,18 +185,12 @@ def _validate(message: dict, raw: bytes, request_id: Any) -> Request:
     levels = len(path) + (op == "call")
     if _may_nest_deeper(raw, levels):
         _check_depth(levels, args, kwargs)
-    return Request(
-        op=op,
-        path=path,
-        method=method,
-        args=tuple(args),
-        kwargs=kwargs,
-        id=request_id,
-        client=_typed(message.get("client"), str, "client"),
-        seq=_typed(message.get("seq"), int, "seq"),
-        token=_typed(message.get("token"), str, "token"),
-        raw=raw,
-    )
+    client, seq, token = message.get("client"), message.get("seq"), message.get("token")
+    if client is not None or seq is not None or token is not None:  # reads usually carry none
+        _typed(client, str, "client")
+        _typed(seq, int, "seq")
+        _typed(token, str, "token")
+    return Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw)
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
@@ -232,7 +226,7 @@ def _holds_slice_tag(value: Any) -> bool:
 def _decode_path(raw_path: Any) -> tuple:
     if type(raw_path) is not list:
         raise errors.ProtocolError("'path' must be an array")
-    return tuple(_decode_step(step) for step in raw_path)
+    return tuple([step if type(step) is str else _decode_step(step) for step in raw_path])
 
 
 def _decode_step(step: Any) -> Any:

@@ -98,7 +98,8 @@ class Handler:
 
     def answer(self, request: Request) -> bytes:
         """Run a decoded request and return its reply."""
-        replayed = self.sessions.replay(request) if request.is_write else None
+        write = request.is_write
+        replayed = self.sessions.replay(request) if write else None
         if replayed is not None:
             return replayed
         try:
@@ -108,7 +109,7 @@ class Handler:
         except Exception as exc:  # a bug: keep serving, say where
             log.exception("internal error on %r", request.op)
             reply = protocol.error_reply(request.id, errors.InternalError(f"{type(exc).__name__}: {exc}"))
-        if request.is_write:
+        if write:
             self.sessions.remember(request, reply)
         return reply
 

@@ -80,7 +80,9 @@ def encode_path(path: tuple) -> list:
     """Encode a path for the wire; slices become ``{"$slice": [start, stop, step]}``."""
     encoded = []
     for step in path:
-        if type(step) is slice:
+        if type(step) is str:
+            encoded.append(step)
+        elif type(step) is slice:
             bounds = [step.start, step.stop, step.step]
             if not all(b is None or type(b) is int for b in bounds):
                 raise TypeError("slice indices must be integers or None")
@@ -115,7 +117,9 @@ def build_request(
         message["args"] = [codec.encode(arg, f"argument {i}", frames) for i, arg in enumerate(args)]
     if kwargs:
         message["kwargs"] = _encode_kwargs(kwargs, frames)
-    message.update((k, v) for k, v in extra.items() if v is not None)
+    for key, value in extra.items():
+        if value is not None:
+            message[key] = value
     return message
 
 

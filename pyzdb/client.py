@@ -45,12 +45,17 @@ class Channel:
         self.uri = uri
         self._context = context
         self._socket: zmq.Socket | None = None
+        self._wait_ms = -1
 
-    def _open(self) -> zmq.Socket:
+    def _open(self, wait_ms: int) -> zmq.Socket:
         if self._socket is None:
             self._socket = self._context.socket(zmq.REQ)
-            self._socket.linger = 0
+            self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.connect(self.uri)
+            self._wait_ms = -1
+        if wait_ms != self._wait_ms:  # setting an option costs more than a round trip's Python work
+            self._socket.setsockopt(zmq.RCVTIMEO, wait_ms)
+            self._wait_ms = wait_ms
         return self._socket
 
     def reset(self) -> None:
@@ -62,22 +67,25 @@ class Channel:
     def request(self, frames: list[bytes], timeout: float, retry_interval: float) -> bytes:
         """Send a request's frames and return the reply, resending until ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
-        interval = retry_interval
+        wait = min(retry_interval, timeout)
         while True:
             try:
-                sock = self._open()
-                sock.send_multipart(frames)
-                sock.rcvtimeo = max(1, int(min(interval, deadline - time.monotonic()) * 1000))
-                return sock.recv()  # a timed blocking receive wakes faster than poll() + recv()
+                sock = self._open(max(1, int(wait * 1000)))
+                if len(frames) == 1:
+                    sock.send(frames[0])
+                else:
+                    sock.send_multipart(frames)
+                return sock.recv()  # a timed blocking receive costs less than poll() + recv()
             except zmq.Again:
                 pass
             except BaseException:
                 self.reset()  # e.g. Ctrl-C while waiting: never leave a REQ socket mid-request
                 raise
             self.reset()
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.001:
                 raise errors.TimeoutError(f"no reply from {self.uri} within {timeout:g} s")
-            interval *= 2
+            wait = min(wait * 2, remaining)
 
 
 class Connection:

@@ -81,6 +81,11 @@ class Handler:
             request = protocol.decode_request(frames[0], self.max_message_bytes)
         except errors.PyzdbError as exc:
             return protocol.error_reply(getattr(exc, "request_id", None), exc)
+        except Exception:  # a bug in decoding: the message gets an answer, the server goes on
+            log.exception("internal error while decoding a request")
+            return protocol.error_reply(
+                None, errors.InternalError("the server could not decode this message")
+            )
         if len(frames) > 1:
             request = dataclasses.replace(request, uploads=tuple(frames[1:]))
         return request
@@ -115,14 +120,14 @@ class Handler:
 
     def dispatch(self, request: Request) -> Any:
         """Run a request and return its result; raises on failure."""
-        op = request.op
+        op, write = request.op, request.is_write
         if op == "ping":
             return {"version": protocol.VERSION, "read_only": self.read_only, "pid": os.getpid()}
-        if request.uploads and not request.is_write:
+        if request.uploads and not (write and self.blobs is not None):
             raise errors.ProtocolError("extra frames are only accepted with files to store")
-        if request.is_write and self.read_only:
+        if write and self.read_only:
             raise errors.ReadOnlyError(f"{_describe(request)} is a write; this server is read-only")
-        if op in protocol.READ_OPS or op == "call" and not request.is_write:
+        if not write:
             return self.store.read(op, request.path, request.method, request.args, request.kwargs)
         request = self._take_files(request)
         journaled = self._journal_hook(request)
@@ -142,8 +147,6 @@ class Handler:
         """Move or store the request's files; the request to journal refers to stored blobs."""
         if self.blobs is not None and (request.uploads or b'"$file"' in request.raw):
             return self.blobs.ingest(request)
-        if request.uploads:
-            raise errors.ProtocolError("extra frames are only accepted with files to store")
         return request
 
     def _journal_hook(self, request: Request) -> Callable[[], None] | None:

@@ -13,6 +13,14 @@ from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig
 _POSITIONAL_URIS = ("write_client_uri", "write_server_uri", "read_client_uri", "read_server_uri", "lock_uri")
 
 SERVER_EPILOG = """\
+The original positional form also works:
+  server.py [db_filename] [write_client_uri] [write_server_uri] [read_client_uri]
+            [read_server_uri] [lock_uri] [-ro] [-v]
+
+Every acknowledged write is journaled first: killing the server loses none.
+--fsync decides what a power loss can take: always nothing, everysec about the
+last second, no whatever the OS had not written (docs/operations.md).
+
 examples:
   pyzdb-server                       store db.pkl, writes on 5559, reads on 5561, lock on 5558
   pyzdb-server -ro                   a read-only server behind the read queue (port 5562)

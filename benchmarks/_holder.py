@@ -55,8 +55,9 @@ def main() -> int:
     root = load(sys.argv[1])
     print(json.dumps({"rss_kb": rss_kb(), "load_s": time.perf_counter() - started}), flush=True)
     if len(sys.argv) > 2:
-        print(json.dumps({"save_s": save(root, sys.argv[2])}), flush=True)
+        seconds = save(root, sys.argv[2])
         os.unlink(sys.argv[2])
+        print(json.dumps({"save_s": seconds}), flush=True)
     return 0
 
 

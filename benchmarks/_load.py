@@ -4,7 +4,8 @@ Usage: ``python _load.py SPEC_JSON``.  The spec names the workload (``op``)
 and its target (``uri`` or ``port``).  The client connects, warms up, prints
 ``ready``, waits for ``go SECONDS`` on stdin, then sends requests one at a
 time (each after the previous reply) for that long and prints one JSON line:
-``{"count", "elapsed", "p50_us", "p99_us"}``.
+``{"count", "elapsed", "cpu_s", "p50_us", "p99_us"}`` (``cpu_s``: this
+client's own CPU time, user + system, during the run).
 
 With ``"hammer": FILE`` it instead runs until SIGUSR1 (at most
 ``MAX_HAMMER`` seconds) and writes the ``time.monotonic()`` of every reply to
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import array
 import json
+import os
 import signal
 import sys
 import time
@@ -82,6 +84,9 @@ def echo_workload(spec: dict) -> Callable[[], object]:
 
 def redis_workload(spec: dict) -> Callable[[], object]:
     """One Redis GET of a small string, or SET of a small JSON record."""
+    from _setup import use_pydeps
+
+    use_pydeps()
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=spec["port"])
@@ -109,6 +114,7 @@ def timed_run(request: Callable[[], object], seconds: float) -> dict:
     """Send requests for ``seconds``; return the count and latency percentiles."""
     clock = time.perf_counter
     latencies = []
+    cpu_before = sum(os.times()[:2])
     started = clock()
     deadline = started + seconds
     now = started
@@ -117,10 +123,12 @@ def timed_run(request: Callable[[], object], seconds: float) -> dict:
         after = clock()
         latencies.append(after - now)
         now = after
+    cpu = sum(os.times()[:2]) - cpu_before
     latencies.sort()
     return {
         "count": len(latencies),
         "elapsed": now - started,
+        "cpu_s": cpu,
         "p50_us": latencies[len(latencies) // 2] * 1e6,
         "p99_us": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e6,
     }

@@ -30,9 +30,9 @@ STARTED: list[subprocess.Popen] = []
 
 
 def env() -> dict[str, str]:
-    """The environment of child processes: pyzdb importable, output unbuffered."""
+    """The environment of child processes: pyzdb importable (not PYDEPS: see ``_setup``), unbuffered."""
     child = dict(os.environ)
-    child["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(BENCH), child.get("PYTHONPATH", "")])
+    child["PYTHONPATH"] = os.pathsep.join([str(ROOT), child.get("PYTHONPATH", "")])
     child["PYTHONUNBUFFERED"] = "1"
     return child
 
@@ -252,25 +252,41 @@ def collect(clients: list[subprocess.Popen], timeout: float) -> list[dict]:
     return results
 
 
-def run_clients(spec: dict, count: int, seconds: float) -> dict:
-    """Run ``count`` clients doing ``spec`` for ``seconds`` together; aggregate their figures."""
+def run_clients(spec: dict, count: int, seconds: float, server_pid: int | None = None) -> dict:
+    """Run ``count`` clients doing ``spec`` for ``seconds`` together; aggregate their figures.
+
+    With ``server_pid``, also the server's CPU time per request (all its
+    threads, user + system) over the run.
+    """
     clients = start_clients(spec, count)
     try:
+        cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
         go(clients, seconds)
         results = collect(clients, seconds + 60.0)
+        server_cpu = cpu_seconds(server_pid) - cpu_before if server_pid else None
     finally:
         for process in clients:
             if process.poll() is None:
                 stop(process, signal.SIGKILL)
-    return aggregate(results)
+    return aggregate(results, server_cpu)
 
 
-def aggregate(results: list[dict]) -> dict:
-    """Requests per second summed over clients, and latency percentiles (medians over clients)."""
+def aggregate(results: list[dict], server_cpu: float | None) -> dict:
+    """Requests per second summed over clients, latency percentiles (medians over clients), CPU."""
+    requests = sum(r["count"] for r in results)
     return {
         "clients": len(results),
-        "requests": sum(r["count"] for r in results),
+        "requests": requests,
         "rate": sum(r["count"] / r["elapsed"] for r in results),
         "p50_us": statistics.median(r["p50_us"] for r in results),
         "p99_us": statistics.median(r["p99_us"] for r in results),
+        "client_cpu_us": sum(r["cpu_s"] for r in results) / requests * 1e6,
+        "server_cpu_us": server_cpu / requests * 1e6 if server_cpu is not None else None,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all threads), from ``/proc/<pid>/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -57,6 +57,8 @@ def request_rows(results: dict) -> list[list[str]]:
                 entry["label"],
                 fmt(p50),
                 fmt(figure(results, "requests", name, 1, "p99_us")),
+                fmt(figure(results, "requests", name, 1, "server_cpu_us")),
+                fmt(figure(results, "requests", name, 1, "client_cpu_us")),
                 *(fmt(figure(results, "requests", name, n, "rate")) for n in (1, 4, 16)),
                 fmt(ratio(p50, floor_p50), 2),
                 fmt(ratio(top, floor_top), 2),
@@ -76,6 +78,7 @@ def durable_rows(results: dict) -> list[list[str]]:
                 entry["label"],
                 fmt(figure(results, "durable", name, 1, "p50_us")),
                 fmt(figure(results, "durable", name, 1, "p99_us")),
+                fmt(figure(results, "durable", name, 1, "server_cpu_us")),
                 fmt(figure(results, "durable", name, 1, "rate")),
                 fmt(figure(results, "durable", name, 16, "rate")),
             ]
@@ -112,28 +115,31 @@ def grid(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for row in [header, ["-" * w for w in widths], *rows]:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
 def table(results: dict) -> str:
     """Everything the run measured, as text."""
-    meta = results["meta"]
+    meta, config = results["meta"], results["config"]
     parts = [
         f"pyzdb benchmark, {meta['date']} ({results['config']['mode']} run, {meta['wall_s']:.0f} s wall)",
         f"machine: {meta['cpus']} x {meta['cpu']}, {meta['memory_gb']:.0f} GB, {meta['system']}; "
         f"load average {meta['load_before']:.2f} before, {meta['load_after']:.2f} after",
-        f"software: Python {meta['python']}, pyzmq {meta['pyzmq']} (libzmq {meta['libzmq']}), "
-        f"redis-server {meta.get('redis', '-')}",
+        f"software: pyzdb {meta.get('commit', '?')}, Python {meta['python']}, pyzmq {meta['pyzmq']} "
+        f"(libzmq {meta['libzmq']}), redis-server {meta.get('redis', '-')}",
         "",
-        f"Requests, one at a time per client (store: {results['config']['store_entries']:,} users, "
-        f"--fsync everysec). Latency at 1 client; medians of {results['config']['rounds']} round(s).",
+        f"Requests, one at a time per client (store: {config['store_entries']:,} users, "
+        f"--fsync everysec). Latency and CPU us per request at 1 client: medians of "
+        f"{config['latency_rounds']} runs; with 4 and 16 clients: of {config['rounds']}.",
         grid(
             [
                 "workload",
                 "p50 us",
                 "p99 us",
+                "srv CPU",
+                "cli CPU",
                 "1 cl/s",
                 "4 cl/s",
                 "16 cl/s",
@@ -146,7 +152,7 @@ def table(results: dict) -> str:
         ),
         "",
         "Durable writes (pyzdb write db['users'][k] = {...}; Redis SET): by fsync policy",
-        grid(["server", "p50 us", "p99 us", "1 cl/s", "16 cl/s"], durable_rows(results)),
+        grid(["server", "p50 us", "p99 us", "srv CPU", "1 cl/s", "16 cl/s"], durable_rows(results)),
         "",
         "Stores of N entries vs the same data in a plain dict (MB = MiB; net = minus an empty process)",
         grid(
@@ -251,7 +257,8 @@ def store_targets(big: dict | None) -> list[dict]:
             mem,
             1.2,
             False,
-            f"{fmt(mem, 2)} x ({fmt(big.get('rss_net_mb'), 1)} MB vs {fmt(big.get('dict_rss_net_mb'), 1)} MB)",
+            f"{fmt(mem, 2)} x ({fmt(big.get('rss_net_mb'), 1)} MB"
+            f" vs {fmt(big.get('dict_rss_net_mb'), 1)} MB)",
         ),
         target(
             "save() of a 1M-entry store blocks other requests <= 50 ms",
@@ -278,8 +285,10 @@ def chart(results: dict, path: Path) -> None:
     _throughput_panel(axes[0][1], results)
     _durable_panel(axes[0][2], results)
     _stores_panel(axes[1][0], results, "rss_net_mb", "dict_rss_net_mb", "resident memory, net (MiB)")
-    _stores_panel(axes[1][1], results, "startup_s", "dict_startup_s", "start-up (s)")
-    _stores_panel(axes[1][2], results, "save_block_ms", "quiet_gap_ms", "save(): longest reply gap (ms)")
+    _stores_panel(axes[1][1], results, "startup_s", "dict_startup_s", "start-up (s)", 1.2)
+    _stores_panel(
+        axes[1][2], results, "save_block_ms", "quiet_gap_ms", "save(): longest reply gap (ms)", 50.0
+    )
     meta = results["meta"]
     fig.suptitle(
         f"pyzdb benchmark {meta['date']} — {meta['cpus']} x {meta['cpu']}, Python {meta['python']}, "
@@ -290,8 +299,16 @@ def chart(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _not_measured(ax, title: str) -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, "not measured in this run", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
 def _latency_panel(ax, results: dict) -> None:
     names = list(results.get("requests", {}))
+    if not names:
+        return _not_measured(ax, "latency at 1 client")
     labels = [results["requests"][n]["short"] for n in names]
     p50 = [figure(results, "requests", n, 1, "p50_us") or 0 for n in names]
     p99 = [figure(results, "requests", n, 1, "p99_us") or 0 for n in names]
@@ -305,17 +322,23 @@ def _latency_panel(ax, results: dict) -> None:
 
 def _throughput_panel(ax, results: dict) -> None:
     names = [n for n in results.get("requests", {}) if n not in ("len", "iter")]
+    if not names:
+        return _not_measured(ax, "throughput")
     width = 0.27
     for i, clients in enumerate((1, 4, 16)):
         rates = [figure(results, "requests", n, clients, "rate") or 0 for n in names]
         ax.bar([x + (i - 1) * width for x in range(len(names))], rates, width, label=f"{clients} clients")
-    ax.set_xticks(range(len(names)), [results["requests"][n]["short"] for n in names], rotation=30, ha="right")
+    ax.set_xticks(
+        range(len(names)), [results["requests"][n]["short"] for n in names], rotation=30, ha="right"
+    )
     ax.set_ylabel("requests per second (all clients)")
     ax.legend()
 
 
 def _durable_panel(ax, results: dict) -> None:
     names = list(results.get("durable", {}))
+    if not names:
+        return _not_measured(ax, "durable writes")
     width = 0.4
     for i, clients in enumerate((1, 16)):
         rates = [figure(results, "durable", n, clients, "rate") or 0 for n in names]
@@ -325,14 +348,18 @@ def _durable_panel(ax, results: dict) -> None:
     ax.legend()
 
 
-def _stores_panel(ax, results: dict, ours: str, theirs: str, title: str) -> None:
+def _stores_panel(ax, results: dict, ours: str, theirs: str, title: str, limit: float | None = None) -> None:
     stores = results.get("stores", {})
     sizes = list(stores)
+    if not sizes:
+        return _not_measured(ax, title)
     width = 0.4
     second = "plain dict" if theirs.startswith("dict") else "no save running"
     for i, (key, label) in enumerate(((ours, "pyzdb"), (theirs, second))):
         values = [stores[s].get(key) or 0 for s in sizes]
         ax.bar([x + (i - 0.5) * width for x in range(len(sizes))], values, width, label=label)
+    if limit is not None:
+        ax.axhline(limit, color="#c0392b", linestyle="--", label="target at 1M entries")
     ax.set_xticks(range(len(sizes)), [f"{int(s):,} entries" for s in sizes])
     ax.set_title(title)
     ax.legend()

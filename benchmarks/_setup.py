@@ -1,13 +1,15 @@
 """What the benchmark needs beyond pyzdb, installed when missing (or skipped with a message).
 
 - Redis, the peer: Debian's ``redis-server`` (``apt-get install``, as root
-  only) and redis-py (``pip install redis`` into the virtualenv running the
-  benchmark).  Without them the Redis rows are skipped.
-- matplotlib for the chart (``pip install matplotlib`` into the virtualenv).
-  Without it the chart is skipped.
+  only) and redis-py.  Without them the Redis rows are skipped.
+- matplotlib for the chart.  Without it the chart is skipped.
 
-Nothing is installed outside a virtualenv by pip, and ``--no-install``
-installs nothing at all.
+The Python packages go to :data:`PYDEPS` (``pip install --target``, in the
+git-ignored ``benchmarks/results/``), never into the environment pyzdb runs
+in: portalocker imports redis-py whenever it is importable, which would add
+~0.15 s to every pyzdb server's start-up and so to the start-up figures.
+Only the benchmark itself and its Redis clients put PYDEPS on their path.
+``--no-install`` installs nothing at all.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 INSTALL_TIMEOUT = 600
+PYDEPS = Path(__file__).resolve().parent / "results" / "pydeps"
+"""Where redis-py and matplotlib are installed for the benchmark only."""
 
 
 def say(message: str) -> None:
@@ -41,29 +46,32 @@ def _run(command: list[str]) -> bool:
     return done.returncode == 0
 
 
-def in_virtualenv() -> bool:
-    """True if this interpreter runs in a virtualenv (where pip may install)."""
-    return sys.prefix != sys.base_prefix
+def use_pydeps() -> None:
+    """Put :data:`PYDEPS` on this process's import path (first, so its versions win)."""
+    if str(PYDEPS) not in sys.path:
+        sys.path.insert(0, str(PYDEPS))
 
 
 def python_package(module: str, requirement: str, install: bool) -> bool:
-    """Import ``module``, pip-installing ``requirement`` into the virtualenv first if missing."""
+    """Import ``module`` (from :data:`PYDEPS` too), pip-installing ``requirement`` there if missing."""
+    use_pydeps()
     try:
         importlib.import_module(module)
         return True
     except ImportError:
         pass
-    if not install or not in_virtualenv():
-        say(f"{module} is missing and will not be installed (--no-install, or not in a virtualenv)")
+    if not install:
+        say(f"{module} is missing and will not be installed (--no-install)")
         return False
-    if not _run([sys.executable, "-m", "pip", "install", "--quiet", requirement]):
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(PYDEPS), requirement]
+    if not _run(command):
         return False
     importlib.invalidate_caches()
     try:
         importlib.import_module(module)
     except ImportError:
         return False
-    say(f"installed {requirement} into {sys.prefix}")
+    say(f"installed {requirement} into {PYDEPS}")
     return True
 
 

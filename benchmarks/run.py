@@ -21,7 +21,8 @@ skips what is missing), then measures, on 127.0.0.1 and free ports:
    ``save()`` blocks a client hammering small reads.
 
 It prints the table (stdout; progress goes to stderr), writes
-``benchmarks/results/latest.json`` and draws ``docs/performance.png`` (or
+``benchmarks/results/latest.json`` and draws ``docs/performance.png``
+(``benchmarks/results/performance-quick.png`` with ``--quick``, or
 ``--chart PATH``).  docs/performance.md explains every figure.
 """
 
@@ -36,6 +37,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +55,8 @@ from _setup import say  # noqa: E402
 ROOT = _procs.ROOT
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 CHART = ROOT / "docs" / "performance.png"
+QUICK_CHART = ROOT / "benchmarks" / "results" / "performance-quick.png"
+"""Where ``--quick`` draws, so that a smoke run never replaces the chart the docs show."""
 QUIET_S = 1.0
 """How long the save()-blocking hammer runs before the first save (the no-save baseline)."""
 
@@ -63,7 +67,11 @@ class Config:
 
     mode: str
     seconds: float
+    """Length of each run with several clients (and of the durable-write runs)."""
     rounds: int
+    latency_seconds: float
+    """Length of each 1-client run: shorter runs, more rounds, so that noise spreads over all rows."""
+    latency_rounds: int
     clients: tuple[int, ...]
     store_entries: int
     sizes: tuple[int, ...]
@@ -71,8 +79,8 @@ class Config:
     saves: int
 
 
-FULL = Config("full", 2.0, 2, (1, 4, 16), 100_000, (10_000, 100_000, 1_000_000), 3, 5)
-QUICK = Config("quick", 0.6, 1, (1, 4, 16), 100_000, (10_000, 100_000), 1, 3)
+FULL = Config("full", 2.0, 2, 0.8, 5, (1, 4, 16), 100_000, (10_000, 100_000, 1_000_000), 3, 5)
+QUICK = Config("quick", 0.6, 1, 0.4, 2, (1, 4, 16), 100_000, (10_000, 100_000), 1, 3)
 
 WORKLOADS = {
     # name: (target, op, table label, chart label)
@@ -90,7 +98,7 @@ WORKLOADS = {
 
 
 class Bench:
-    """One run: its settings, scratch folder, results and the servers it started."""
+    """One run: its settings, its scratch folder and its results."""
 
     def __init__(self, config: Config, redis_binary: str | None, scratch: Path) -> None:
         self.config = config
@@ -103,16 +111,17 @@ class Bench:
         say(f"skipped: {why}")
         self.results["skipped"].append(why)
 
-    def measure(self, spec: dict, clients: int) -> dict:
-        """One client run; logs its headline figure."""
-        figures = _procs.run_clients(spec, clients, self.config.seconds)
-        say(f"  {spec['op']:<10} {clients:>2} clients: {figures['rate']:>9,.0f} req/s, p50 {figures['p50_us']:.0f} us")
+    def measure(self, spec: dict, clients: int, server_pid: int, seconds: float | None = None) -> dict:
+        """One client run against the server with that pid; logs its headline figure."""
+        figures = _procs.run_clients(spec, clients, seconds or self.config.seconds, server_pid)
+        rate, p50 = figures["rate"], figures["p50_us"]
+        say(f"  {spec['op']:<10} {clients:>2} clients: {rate:>9,.0f} req/s, p50 {p50:.0f} us")
         return figures
 
 
 def median_rounds(rounds: list[dict]) -> dict:
     """The median of every figure over rounds, keeping the rounds themselves."""
-    keys = ("rate", "p50_us", "p99_us")
+    keys = ("rate", "p50_us", "p99_us", "client_cpu_us", "server_cpu_us")
     return {**{k: statistics.median(r[k] for r in rounds) for k in keys}, "rounds": rounds}
 
 
@@ -135,22 +144,24 @@ def request_section(bench: Bench) -> None:
     """Echo floors, pyzdb's workloads and Redis GET/SET, interleaved round by round."""
     say("requests: starting the echo floors, a pyzdb server and Redis")
     store = _stores.write_store(bench.scratch / "requests.pkl", bench.config.store_entries, extras=True)
-    targets = {}
-    direct, targets["echo_direct"] = _procs.start_echo("direct")
-    devices, targets["echo_devices"] = _procs.start_echo("devices")
+    targets: dict[str, tuple[str | int, int]] = {}  # target: (address, server pid)
+    direct, uri = _procs.start_echo("direct")
+    targets["echo_direct"] = (uri, direct.pid)
+    devices, uri = _procs.start_echo("devices")
+    targets["echo_devices"] = (uri, devices.pid)
     server = _procs.start_pyzdb(store)
-    targets["pyzdb"] = server.uri
+    targets["pyzdb"] = (server.uri, server.process.pid)
     redis_proc = start_plain_redis(bench, targets)
     names = [n for n in WORKLOADS if WORKLOADS[n][0] in targets]
     runs: dict[str, dict[int, list[dict]]] = {n: {c: [] for c in bench.config.clients} for n in names}
     try:
-        for round_number in range(bench.config.rounds):
-            say(f"requests: round {round_number + 1} of {bench.config.rounds}")
-            for clients in bench.config.clients:
-                for name in names:
-                    target, op = WORKLOADS[name][:2]
-                    spec = {"op": op, **address(targets[target])}
-                    runs[name][clients].append(bench.measure(spec, clients))
+        for number, (clients, seconds) in enumerate(passes(bench.config)):
+            say(f"requests: pass {number + 1}, {clients} client(s)")
+            for name in names:
+                target, op = WORKLOADS[name][:2]
+                where, pid = targets[target]
+                spec = {"op": op, **address(where)}
+                runs[name][clients].append(bench.measure(spec, clients, pid, seconds))
     finally:
         for process in (direct, devices, redis_proc):
             if process is not None:
@@ -160,25 +171,43 @@ def request_section(bench: Bench) -> None:
     bench.results["requests"] = summarize(runs, labels)
 
 
+def passes(config: Config) -> list[tuple[int, float]]:
+    """``(clients, seconds)`` of each pass over all workloads, 1-client passes spread among the others."""
+    single = [(1, config.latency_seconds)] if 1 in config.clients else []
+    several = [(clients, config.seconds) for clients in config.clients if clients != 1]
+    slots = [
+        max(1, round((j + 1) * config.latency_rounds / (config.rounds + 1))) for j in range(config.rounds)
+    ]
+    order = []
+    for number in range(1, config.latency_rounds + 1):
+        order += single
+        order += several * slots.count(number)
+    return order
+
+
 def address(target: str | int) -> dict:
     """The spec fields that point a client at a target (a URI, or a Redis port)."""
     return {"port": target} if isinstance(target, int) else {"uri": target}
 
 
-def start_plain_redis(bench: Bench, targets: dict) -> object | None:
+def start_plain_redis(bench: Bench, targets: dict) -> subprocess.Popen | None:
     """Start Redis without persistence, holding the keys the GET reads; None if skipped."""
     if bench.redis is None:
         return None
     import redis
 
-    process, port = _procs.start_redis(bench.redis, bench.scratch / "redis-plain", durable=False)
+    try:
+        process, port = _procs.start_redis(bench.redis, bench.scratch / "redis-plain", durable=False)
+    except RuntimeError as exc:
+        bench.skip(f"Redis GET/SET ({exc})")
+        return None
     client = redis.Redis(host="127.0.0.1", port=port)
     pipe = client.pipeline(transaction=False)
     for i in range(bench.config.store_entries):
         pipe.set(f"u{i}:name", f"user{i}")
     pipe.execute()
     client.close()
-    targets["redis"] = port
+    targets["redis"] = (port, process.pid)
     return process
 
 
@@ -195,27 +224,33 @@ def durable_section(bench: Bench) -> None:
         store = _stores.write_store(bench.scratch / f"fsync-{policy}.pkl", bench.config.store_entries)
         server = _procs.start_pyzdb(store, "--fsync", policy)
         try:
-            runs[f"pyzdb_{policy}"] = rounds_of(bench, {"op": "write", "uri": server.uri}, counts)
+            spec = {"op": "write", "uri": server.uri}
+            runs[f"pyzdb_{policy}"] = rounds_of(bench, spec, counts, server.process.pid)
         finally:
             _procs.stop(server.process)
         labels[f"pyzdb_{policy}"] = (f"pyzdb --fsync {policy}", f"pyzdb {policy}")
     if bench.redis is not None:
         say("durable writes: Redis --appendonly yes --appendfsync always")
-        process, port = _procs.start_redis(bench.redis, bench.scratch / "redis-aof", durable=True)
         try:
-            runs["redis_always"] = rounds_of(bench, {"op": "redis_set", "port": port}, counts)
+            process, port = _procs.start_redis(bench.redis, bench.scratch / "redis-aof", durable=True)
+        except RuntimeError as exc:
+            bench.skip(f"Redis appendfsync always ({exc})")
+            bench.results["durable"] = summarize(runs, labels)
+            return
+        try:
+            runs["redis_always"] = rounds_of(bench, {"op": "redis_set", "port": port}, counts, process.pid)
         finally:
             _procs.stop(process)
         labels["redis_always"] = ("redis appendfsync always", "Redis always")
     bench.results["durable"] = summarize(runs, labels)
 
 
-def rounds_of(bench: Bench, spec: dict, counts: tuple[int, ...]) -> dict[int, list[dict]]:
-    """``bench.config.rounds`` runs of ``spec`` at each client count."""
+def rounds_of(bench: Bench, spec: dict, counts: tuple[int, ...], pid: int) -> dict[int, list[dict]]:
+    """``bench.config.rounds`` runs of ``spec`` at each client count, against the server ``pid``."""
     runs: dict[int, list[dict]] = {c: [] for c in counts}
     for _ in range(bench.config.rounds):
         for clients in counts:
-            runs[clients].append(bench.measure(spec, clients))
+            runs[clients].append(bench.measure(spec, clients, pid))
     return runs
 
 
@@ -229,7 +264,10 @@ def store_section(bench: Bench) -> None:
     empty_kb = _procs.rss_kb(empty.process.pid)
     _procs.stop(empty.process)
     python_kb = holder("-")[0]["rss_kb"]
-    bench.results["baselines"] = {"pyzdb_empty_rss_mb": empty_kb / 1024, "python_empty_rss_mb": python_kb / 1024}
+    bench.results["baselines"] = {
+        "pyzdb_empty_rss_mb": empty_kb / 1024,
+        "python_empty_rss_mb": python_kb / 1024,
+    }
     stores = {}
     for entries in bench.config.sizes:
         say(f"stores: {entries:,} entries")
@@ -251,8 +289,7 @@ def measure_store(bench: Bench, entries: int, empty_kb: int, python_kb: int) -> 
     try:
         time.sleep(0.3)
         rss = _procs.rss_kb(server.process.pid)
-        saves = bench.config.saves if entries < 1_000_000 else min(3, bench.config.saves)
-        blocking = save_blocking(bench, server.uri, saves)
+        blocking = save_blocking(bench, server.uri, bench.config.saves)
     finally:
         _procs.stop(server.process, signal.SIGKILL)
     plain = [holder(str(path), str(bench.scratch / "dict-save.pkl")) for _ in range(runs)]
@@ -273,8 +310,6 @@ def measure_store(bench: Bench, entries: int, empty_kb: int, python_kb: int) -> 
 
 def holder(snapshot: str, save_to: str | None = None) -> list[dict]:
     """Run ``_holder.py``: the plain-dict reference; its JSON lines, the first with ``startup_s``."""
-    import subprocess
-
     command = [sys.executable, str(_procs.BENCH / "_holder.py"), snapshot, *([save_to] if save_to else [])]
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_procs.env())
@@ -350,11 +385,42 @@ def machine() -> dict:
         "python": platform.python_version(),
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
+        "commit": git_commit(),
         "load_before": os.getloadavg()[0],
     }
 
 
+def git_commit() -> str:
+    """The project's commit, with ``+changes`` if the work tree differs from it (``?`` without git)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "pyzdb"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    if head.returncode != 0:
+        return "?"
+    return head.stdout.strip() + (" +changes in pyzdb/" if status.stdout.strip() else "")
+
+
 SECTIONS = {"requests": request_section, "durable": durable_section, "stores": store_section}
+
+
+def run_section(bench: Bench, name: str) -> None:
+    """Run one section; a process that fails to start or answer skips the section, not the run."""
+    try:
+        SECTIONS[name](bench)
+    except RuntimeError as exc:
+        bench.skip(f"section {name} ({exc})")
+    finally:
+        _procs.stop_all()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -367,9 +433,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sections", default=",".join(SECTIONS), help="comma-separated subset of: %(default)s"
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON (default: %(default)s)")
-    parser.add_argument("--chart", type=Path, default=CHART, help="chart PNG (default: %(default)s)")
+    parser.add_argument(
+        "--chart", type=Path, help=f"chart PNG (default: {CHART}, or {QUICK_CHART} with --quick)"
+    )
     parser.add_argument("--profile", action="store_true", help="profile pyzdb's small read and write instead")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(unknown)} (choose from {', '.join(SECTIONS)})")
+    return args
 
 
 def setup(args: argparse.Namespace, bench_skip: list[str]) -> tuple[str | None, bool]:
@@ -404,8 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     if redis_binary:
         bench.results["meta"]["redis"] = _setup.redis_version(redis_binary)
     try:
-        for name in args.sections.split(","):
-            SECTIONS[name.strip()](bench)
+        for name in args.sections:
+            run_section(bench, name)
     finally:
         _procs.stop_all()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -422,8 +495,10 @@ def finish(results: dict, args: argparse.Namespace, can_chart: bool, wall: float
     args.output.write_text(json.dumps(results, indent=1))
     say(f"results written to {args.output}")
     if can_chart:
-        _report.chart(results, args.chart)
-        say(f"chart written to {args.chart}")
+        chart = args.chart or (QUICK_CHART if args.quick else CHART)
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        _report.chart(results, chart)
+        say(f"chart written to {chart}")
     print(_report.table(results))
 
 

@@ -111,6 +111,8 @@ def _encode(value: Any, depth: int) -> Any:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if depth >= MAX_DEPTH:
         raise _Unsupported(f"data nested deeper than {MAX_DEPTH} levels")
+    if kind is list and _all_plain(value):
+        return value  # JSON as it is: no copy (the caller serialises it at once)
     if kind is list or kind is range:
         return [_at(item, depth + 1, index) for index, item in enumerate(value)]
     if kind is dict:
@@ -124,8 +126,24 @@ def _encode(value: Any, depth: int) -> Any:
     raise _Unsupported(f"cannot store a value of type {kind.__name__}")
 
 
+def _all_plain(items: Any) -> bool:
+    """True if every item is a scalar that JSON carries as it is (the common case, checked fast)."""
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int and -MAX_SAFE_INT <= item <= MAX_SAFE_INT:
+            continue
+        if kind is float and item - item == 0.0:  # finite: inf - inf and nan - nan are nan
+            continue
+        return False
+    return True
+
+
 def _encode_dict(value: dict, depth: int) -> Any:
     if all(type(key) is str and not key.startswith("$") for key in value):
+        if _all_plain(value.values()):
+            return value
         return {key: _at(item, depth, key) for key, item in value.items()}
     return {"$dict": [[_encode_key(key, depth), _at(item, depth, key)] for key, item in value.items()]}
 

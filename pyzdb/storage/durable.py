@@ -151,7 +151,11 @@ class Persistence:
         generation = self._rotate()
         started = time.time()
         gc.freeze()  # until the child is done, no collector walks the store: fewer copy-on-write pages
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            gc.unfreeze()
+            raise
         if pid == 0:  # the child: write the file and leave without running any parent cleanup
             code = 0
             try:

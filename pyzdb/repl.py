@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from pyzdb.client import Connection
-from pyzdb.errors import display_name
+from pyzdb.errors import ServerError, display_name
 from pyzdb.proxy import Ref
 
 PROMPT = "> "
@@ -26,6 +26,8 @@ EXEC_PROMPT = ">>> "
 def format_error(exc: BaseException) -> str:
     """One line for an error: ``KeyError: 'nope'``."""
     message = str(exc)
+    if type(exc) is ServerError:  # an error type this client does not know: its name is in the message
+        return message
     if isinstance(exc, SyntaxError):
         message = exc.msg
     return f"{display_name(exc)}: {message}" if message else display_name(exc)

@@ -32,10 +32,14 @@ def db(conn):
 @pytest.fixture
 def report(request):
     """Write a line to the test run's output (shown even when the test passes)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
 
     def write(line: str) -> None:
-        if reporter is not None:
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled():  # past pytest's output capture
             reporter.write_line(f"[{request.node.name}] {line}")
 
     return write

@@ -14,9 +14,11 @@ nothing is lost: the older snapshot and every journal are still there.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,27 @@ log = logging.getLogger("pyzdb.storage")
 
 
 AfterSave = Callable[[dict, float], None]
+
+
+LOCK_WAIT = 3.0
+"""Seconds a starting server waits for the store's lock before giving up."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this snapshot child if the server dies: a later server must not race its rename.
+
+    The journals still hold everything, so an unfinished snapshot is never needed.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the lock still keeps a new server out
+        pass
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class StoreInUseError(Exception):
@@ -61,25 +84,37 @@ class Persistence:
 
     # --- start-up ----------------------------------------------------------------
 
-    def acquire(self) -> None:
-        """Become the one read-write server of this store, or raise :class:`StoreInUseError`."""
+    def acquire(self, wait: float = LOCK_WAIT) -> None:
+        """Become the one read-write server of this store, or raise :class:`StoreInUseError`.
+
+        Waits up to ``wait`` seconds: a server that was just killed may leave a
+        snapshot child that the kernel is still ending, and the child holds the lock.
+        """
         lock_path = self.path.with_name(self.path.name + ".lock")
         handle = open(lock_path, "a+")
-        try:
-            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise StoreInUseError(
-                f"{self.path} is in use by another read-write server (pid {holder}); "
-                "stop it first, or start this one with -ro"
-            ) from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                break
+            except portalocker.LockException:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise StoreInUseError(
+                    f"{self.path} is in use by another read-write server (pid {holder}); "
+                    "stop it first, or start this one with -ro"
+                ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_handle = handle
+        for leftover in self.path.parent.glob(f"{self.path.name}.tmp-*"):
+            leftover.unlink(missing_ok=True)  # a save cut short by a crash; the journals hold its data
 
     def load(self) -> tuple[dict, list[bytes]]:
         """Return the snapshot's state and the journal records to replay on top of it."""
@@ -151,6 +186,7 @@ class Persistence:
         generation = self._rotate()
         started = time.time()
         gc.freeze()  # until the child is done, no collector walks the store: fewer copy-on-write pages
+        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError:
@@ -159,6 +195,7 @@ class Persistence:
         if pid == 0:  # the child: write the file and leave without running any parent cleanup
             code = 0
             try:
+                _die_with_parent(parent)
                 gc.disable()
                 os.nice(10)  # the serving parent comes first on a busy machine
                 snapshot.save(self.path, {**state, "generation": generation})

@@ -34,6 +34,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import _procs  # benchmarks/ is on sys.path when this file runs as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 4
 WINDOW = 100
@@ -123,25 +125,6 @@ async def puts_per_second(port: int, mode: Callable[..., Awaitable[None]], count
 # --- processes ---------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` ports free on 127.0.0.1 right now (consecutive, for pyzdb's port base)."""
-    for _ in range(200):
-        base = 20000 + int.from_bytes(os.urandom(2), "big") % 40000
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return list(range(base, base + count))
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free ports")
-
-
 def start(args: list[str], log: Path) -> subprocess.Popen:
     """Start a Python process of this project, output to ``log``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -207,7 +190,8 @@ def main() -> int:
         asyncio.run(serve_reference(args.reference_server))
         return 0
     folder = Path(tempfile.mkdtemp(prefix="pyzdb-metrics-bench-"))
-    base, gateway_port, reference_port = free_ports(5)[0], *free_ports(2)
+    base, gateway_port = _procs.free_port_base(5), _procs.free_port_base(2)
+    reference_port = gateway_port + 1
     write_uri = f"tcp://127.0.0.1:{base + 1}"
     processes = []
     try:

@@ -84,11 +84,6 @@ class Change:
     inverse: list[Patch] = field(default_factory=list)
 
 
-def is_write_method(name: str) -> bool:
-    """True if calling method ``name`` changes the store."""
-    return name in WRITE_METHODS
-
-
 def check_method(node: Any, name: str, args: list, kwargs: dict) -> None:
     """Refuse a method call outside the allowlist or with the wrong arguments."""
     if not isinstance(name, str) or name.startswith("_"):

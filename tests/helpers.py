@@ -49,7 +49,59 @@ def python_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pyzdb", *args]
 
 
-class ServerProcess:
+class ManagedProcess:
+    """A process a test started: its log file, its PID, and a bounded stop."""
+
+    process: subprocess.Popen | None = None
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def spawn(self, command: list[str], cwd: Path, preexec_fn=None) -> None:
+        """Start ``command`` with its output appended to the log file."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), preexec_fn=preexec_fn
+            )
+
+    def exited(self) -> bool:
+        """True if the process has ended (and is reaped)."""
+        return self.process.poll() is not None
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def send_signal(self, signum: int) -> None:
+        """Send a signal to the process."""
+        os.kill(self.process.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Signal the process and return its exit code (SIGKILL if it does not exit in time)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.send_signal(signum)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+                raise
+        return self.process.returncode
+
+    def kill(self) -> int:
+        """SIGKILL the process and reap it."""
+        return self.stop(signal.SIGKILL)
+
+
+class ServerProcess(ManagedProcess):
     """A pyzdb server (read-write by default) running as a separate process."""
 
     def __init__(
@@ -65,7 +117,6 @@ class ServerProcess:
         self.port_base = port_base or free_port_base()
         self.extra = list(extra)
         self.read_only = read_only
-        self.process: subprocess.Popen | None = None
         kind = "ro" if read_only else "rw"
         self.log_path = self.db.with_name(f"{self.db.name}.{kind}-{self.port_base}-{next(_serial)}.log")
 
@@ -79,11 +130,6 @@ class ServerProcess:
         """Where clients send reads meant for read-only servers."""
         return f"tcp://127.0.0.1:{self.port_base + 3}"
 
-    @property
-    def pid(self) -> int:
-        """The server's process id."""
-        return self.process.pid
-
     def command(self) -> list[str]:
         """The command line that starts this server."""
         args = ["server", "--db", str(self.db), "--port-base", str(self.port_base), *self.extra]
@@ -93,16 +139,7 @@ class ServerProcess:
 
     def start(self, wait: bool = True) -> ServerProcess:
         """Start the process and, unless ``wait`` is false, wait until it answers."""
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            self.command(),
-            cwd=self.db.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            preexec_fn=self.preexec_fn,
-        )
-        log.close()
+        self.spawn(self.command(), self.db.parent, self.preexec_fn)
         if wait:
             self.wait_ready()
         return self
@@ -131,37 +168,9 @@ class ServerProcess:
         self.kill()
         raise RuntimeError(f"server did not answer within {timeout} s: {self.log()}")
 
-    def log(self) -> str:
-        """Everything the server printed so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
-    def send_signal(self, signum: int) -> None:
-        """Send a signal to the server process."""
-        os.kill(self.process.pid, signum)
-
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
-        """Signal the process and return its exit code (SIGKILL if it does not exit in time)."""
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.send_signal(signum)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
-                raise
-        return self.process.returncode
-
-    def kill(self) -> int:
-        """SIGKILL the process and reap it."""
-        return self.stop(signal.SIGKILL)
-
-
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment for a child process: this checkout first on ``PYTHONPATH``, unbuffered output."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
@@ -176,7 +185,7 @@ def run_clients(code: str, count: int, *args: str, timeout: float = 120.0) -> li
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=child_env(),
         )
         for _ in range(count)
     ]

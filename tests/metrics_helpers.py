@@ -6,20 +6,18 @@ started with ``subprocess.Popen`` and stopped by its PID; every wait is bounded.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from helpers import START_TIMEOUT, STOP_TIMEOUT, _env, free_port_base
+from helpers import START_TIMEOUT, ManagedProcess, free_port_base
 
 REPLY_TIMEOUT = 10.0
 
 
-class GatewayProcess:
+class GatewayProcess(ManagedProcess):
     """``python -m pyzdb.metrics`` in front of the pyzdb server at ``db_uri``."""
 
     def __init__(self, db_uri: str, folder: Path, *extra: str, port: int | None = None) -> None:
@@ -27,12 +25,6 @@ class GatewayProcess:
         self.port = port or free_port_base(1)
         self.extra = list(extra)
         self.log_path = Path(folder) / f"gateway-{self.port}.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        """The gateway's process id."""
-        return self.process.pid
 
     def command(self) -> list[str]:
         """The command line that starts the gateway."""
@@ -41,10 +33,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         """Start the gateway and wait until it accepts connections."""
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=self.log_path.parent
-            )
+        self.spawn(self.command(), self.log_path.parent)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -56,25 +45,6 @@ class GatewayProcess:
                 time.sleep(0.05)
         self.stop(signal.SIGKILL)
         raise RuntimeError(f"gateway did not listen within {START_TIMEOUT} s: {self.log()}")
-
-    def log(self) -> str:
-        """Everything the gateway printed so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Signal the gateway and return its exit code (SIGKILL if it does not exit in time)."""
-        if self.process is None or self.process.poll() is not None:
-            return 0 if self.process is None else self.process.returncode
-        os.kill(self.process.pid, signum)
-        try:
-            return self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(STOP_TIMEOUT)
-            raise
 
     def connect(self) -> socket.socket:
         """A raw TCP connection to the gateway, with a reply timeout."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ServerProcess, _env, free_port_base
+from helpers import ServerProcess, child_env, free_port_base
 from pyzdb import errors
 from pyzdb.client import Connection
 from pyzdb.storage import journal, snapshot
@@ -52,7 +52,7 @@ def test_sigkill_under_load_loses_no_acknowledged_write(tmp_path, report):
             [sys.executable, "-c", WRITER, server.write_uri, name, str(stop), str(acks[name])],
             stdout=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=child_env(),
         )
         for name in names
     ]

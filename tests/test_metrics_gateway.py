@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import ServerProcess, _env
+from helpers import ServerProcess, child_env
 from metrics_helpers import GatewayProcess, exchange, read_replies
 from pyzdb.client import Connection
 from pyzdb.metrics import store as metrics_store
@@ -211,7 +211,7 @@ def test_help_describes_the_protocol():
         [sys.executable, "-m", "pyzdb.metrics", "--help"],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=child_env(),
         timeout=30,
     )
     assert done.returncode == 0

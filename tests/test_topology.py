@@ -111,14 +111,14 @@ def test_lock_of_killed_holder_expires_after_lease(tmp_path):
     import subprocess
     import sys
 
-    from helpers import _env
+    from helpers import child_env
 
     server = ServerProcess(tmp_path / "db.pkl", None, "--lock-timeout", "1.5").start()
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK_FOREVER, server.write_uri],
         stdout=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=child_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

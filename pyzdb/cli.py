@@ -7,10 +7,13 @@ import logging
 import sys
 
 from pyzdb import __version__
-from pyzdb.client import DEFAULT_TIMEOUT, DEFAULT_WRITE_URI
+from pyzdb.client import DEFAULT_WRITE_URI
 from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig
 
 _POSITIONAL_URIS = ("write_client_uri", "write_server_uri", "read_client_uri", "read_server_uri", "lock_uri")
+
+PROMPT_TIMEOUT = 10.0
+"""Seconds the prompts wait for a reply: a person at a keyboard should not wait a minute."""
 
 SERVER_EPILOG = """\
 The original positional form also works:
@@ -195,7 +198,7 @@ def client_parser(prog: str, description: str, read_uri: bool) -> argparse.Argum
     parser.add_argument(
         "--timeout",
         type=float,
-        default=DEFAULT_TIMEOUT,
+        default=PROMPT_TIMEOUT,
         help="seconds to wait for a reply (default: %(default)s)",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more")

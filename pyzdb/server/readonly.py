@@ -33,30 +33,30 @@ class ReadOnlyServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._stamp = snapshot.stamp(config.db)
-        self.handler = self._load()
+        self.handler, self._follower = self._load()
         self._checked = time.monotonic()
         self._stopping = False
 
-    def _load(self) -> Handler:
+    def _load(self) -> tuple[Handler, journal.JournalFollower]:
+        """The snapshot as a read-only handler, and a follower of the journals that come after it."""
         state = snapshot.load(self.config.db) or {}
         store, sessions = store_from_state(state, self.config.undo_limit)
-        self._follower = journal.JournalFollower(self.config.db, state.get("generation", 0))
-        return Handler(
+        handler = Handler(
             store, read_only=True, max_message_bytes=self.config.max_message_size, sessions=sessions
         )
+        return handler, journal.JournalFollower(self.config.db, state.get("generation", 0))
 
     def refresh(self) -> None:
         """Apply newly journaled writes, or reload the snapshot if a newer one was saved."""
         self._checked = time.monotonic()
         stamp = snapshot.stamp(self.config.db)
-        if stamp == self._stamp and not self._follower.lost:
+        if stamp == self._stamp:
+            # (a follower that lost its journal waits for the snapshot that replaced it)
             for raw in self._follower.new_records():
                 self.handler.replay(raw)
             return
-        if stamp == self._stamp:
-            return  # a journal is gone but its snapshot is not renamed in yet: next time
         try:
-            self.handler = self._load()
+            self.handler, self._follower = self._load()
         except (OSError, EOFError, ValueError) as exc:
             log.error("could not reload %s, still serving the previous version: %s", self.config.db, exc)
             return

@@ -189,6 +189,7 @@ HOSTILE = {
     "nested Infinity": b'[1, {"a": -Infinity}]',
     "unknown tag": b'{"$nope": 1}',
     "unknown tag in a list": b'[{"$set": [1, 2]}]',
+    "unknown tag, escaped": b'{"\\u0024nope": 1}',
     "bad base64": b'{"$bytes": "!!!"}',
     "base64 not a string": b'{"$bytes": 5}',
     "base64 not ascii": '{"$bytes": "é"}'.encode(),
@@ -216,6 +217,19 @@ HOSTILE = {
     "trailing garbage": b"[1] [2]",
     "not json": b"db['x']",
 }
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (b'{"\\u0024tuple": [1]}', (1,)),  # an escaped "$" still makes a tag
+        (b'\n {"$int": "0x1"} \t', 1),  # spaces around the text are JSON
+        (b'  ["a", {"b": null}]  ', ["a", {"b": None}]),
+    ],
+)
+def test_decoding_accepts_any_spelling_json_allows(raw, value):
+    decoded = codec.from_wire(raw)
+    assert decoded == value and type(decoded) is type(value)
 
 
 @pytest.mark.parametrize("raw", HOSTILE.values(), ids=HOSTILE.keys())

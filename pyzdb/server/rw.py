@@ -41,6 +41,8 @@ log = logging.getLogger("pyzdb.server")
 
 POLL_MS = 100
 """How often the loop wakes to notice a stop signal, an expired lease or a finished snapshot."""
+CHORES_S = 0.005
+"""While requests keep coming, the periodic duties and the lock socket are looked at this often."""
 BATCH = 256
 """Most requests taken from the queue before their replies go out."""
 
@@ -200,20 +202,28 @@ class ReadWriteServer:
 
     def _loop(self, queue: zmq.Socket, lock_socket: zmq.Socket) -> None:
         # A blocking receive with a timeout wakes faster than zmq.Poller (measured:
-        # about 40 us less per request), so the queue is read that way and the
-        # lock socket, which only matters to lock holders, is looked at in passing.
+        # about 40 us less per request), so the queue is read that way.  Between
+        # requests the loop touches as little as it can: a request's cost here is
+        # mostly cache misses (see docs/performance.md), so the periodic duties and
+        # the lock socket, which only matters to lock holders, wait for a clock tick.
         queue.rcvtimeo = POLL_MS
+        clock = time.monotonic
+        chores_due = 0.0
         while not self._stopping:
-            self._housekeeping()
+            if clock() >= chores_due:
+                chores_due = clock() + CHORES_S
+                self._housekeeping()
+                if lock_socket.getsockopt(_EVENTS) & _POLLIN:
+                    self._serve_lock(lock_socket)
             if self.lock.held:
                 if lock_socket.poll(POLL_MS):
                     self._serve_lock(lock_socket)
+                chores_due = 0.0
                 continue
-            if lock_socket.getsockopt(_EVENTS) & _POLLIN:
-                self._serve_lock(lock_socket)
             try:
                 first = _recv_frames(queue)
             except zmq.Again:
+                chores_due = 0.0
                 continue
             self._serve_batch(queue, first)
 

@@ -96,6 +96,7 @@ def snapshot_path(tmp_path_factory):
 @example(value=[-HUGE, {HUGE: (HUGE,)}])
 @example(value=[math.nan, math.inf, -math.inf, -0.0, 0.0, 2**53, 2**53 + 1, -(2**64) - 1])
 @example(value={"$tuple": [1]})
+@example(value=[[1e308, 1e308], [2**53, -(2**53) - 1], [True, 2**60], {"a": 1.5, "b": math.nan}])
 @example(value={1: "a", "1": "b", 1.5: "c", None: "d", False: "e", ("l", 4): "f", (): "g", ((1,), None): "h"})
 @example(value=["$bytes", "$int", {"$dict": {"$slice": [1, 2, 3]}}])
 @example(value=b"\x00\xff" * 10)

@@ -185,18 +185,21 @@ class Persistence:
         """
         generation = self._rotate()
         started = time.time()
-        gc.freeze()  # until the child is done, no collector walks the store: fewer copy-on-write pages
+        # Until the child is done, no collector runs in either process: it would
+        # write to every object it walks and copy the pages the two share.  (Not
+        # gc.freeze(): that would be undone with gc.unfreeze(), which also thaws the
+        # store that snapshot.load froze.)
+        gc.disable()
         parent = os.getpid()
         try:
             pid = os.fork()
         except OSError:
-            gc.unfreeze()
+            gc.enable()
             raise
         if pid == 0:  # the child: write the file and leave without running any parent cleanup
             code = 0
             try:
                 _die_with_parent(parent)
-                gc.disable()
                 os.nice(10)  # the serving parent comes first on a busy machine
                 snapshot.save(self.path, {**state, "generation": generation})
                 if after is not None:
@@ -216,7 +219,7 @@ class Persistence:
         if done == 0:
             return None
         self._child = None
-        gc.unfreeze()
+        gc.enable()
         if os.waitstatus_to_exitcode(status) != 0:
             log.error("snapshot of generation %d failed; the journals still hold every write", generation)
             return False

@@ -9,7 +9,8 @@ over ``<name>`` and fsyncs the folder: a crash at any moment leaves either the
 old or the new snapshot, never a mix.  Readers (read-only servers) therefore
 never see a half-written file.  A file holding a plain pickled dict is
 adopted as the store.  Pickles run code when loaded: only load snapshots this
-server wrote.
+server wrote.  ``load`` leaves what it loaded in the collector's permanent
+generation (``gc.freeze``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def load(path: str | os.PathLike) -> dict[str, Any] | None:
         gc.disable()  # unpickling many small objects is ~3x faster without the collector
         try:
             state = pickle.load(handle)
+            # The loaded store lives as long as the server and holds no reference
+            # cycles (refcounting frees what is dropped), so the cyclic collector never
+            # needs to walk it: without this, its first passes after start-up walk
+            # every loaded dict (~50 ms per pass at 1M entries).
+            gc.freeze()
         finally:
             if gc_was_enabled:
                 gc.enable()

@@ -62,8 +62,9 @@ class Request:
 
     @property
     def is_write(self) -> bool:
-        """True if the request must go to the read-write server."""
-        return is_write(self.op, self.method)
+        """True if the request must go to the read-write server (as :func:`is_write`)."""
+        op = self.op
+        return self.method in WRITE_METHODS if op == "call" else op not in READ_OPS
 
 
 def is_write(op: str, method: str | None = None) -> bool:
@@ -101,12 +102,17 @@ def build_request(
     args: tuple = (),
     kwargs: dict | None = None,
     frames: list[bytes] | None = None,
-    **extra: Any,
+    *,
+    id: Any = None,  # noqa: A002 - the protocol's field name
+    client: str | None = None,
+    seq: int | None = None,
+    token: str | None = None,
 ) -> dict:
     """Return the JSON-ready request; raises ``TypeError`` for values pyzdb cannot store.
 
     The contents of uploaded :class:`pyzdb.File` values are appended to ``frames``:
-    send them as the request's frames after the JSON one.
+    send them as the request's frames after the JSON one.  ``id``, ``client``,
+    ``seq`` and ``token`` go into the message when they are not ``None``.
     """
     message: dict[str, Any] = {"v": VERSION, "op": op}
     if path:
@@ -117,9 +123,14 @@ def build_request(
         message["args"] = [codec.encode(arg, f"argument {i}", frames) for i, arg in enumerate(args)]
     if kwargs:
         message["kwargs"] = _encode_kwargs(kwargs, frames)
-    for key, value in extra.items():
-        if value is not None:
-            message[key] = value
+    if id is not None:
+        message["id"] = id
+    if client is not None:
+        message["client"] = client
+    if seq is not None:
+        message["seq"] = seq
+    if token is not None:
+        message["token"] = token
     return message
 
 

@@ -72,7 +72,7 @@ class Handler:
 
     def parse(self, frames: list[bytes]) -> Request | bytes:
         """Decode a message into a request, or return the error reply for it."""
-        size = sum(len(frame) for frame in frames)
+        size = sum(map(len, frames))
         try:
             if not frames or size > self.max_message_bytes:
                 raise errors.ProtocolError(

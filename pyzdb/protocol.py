@@ -62,9 +62,8 @@ class Request:
 
     @property
     def is_write(self) -> bool:
-        """True if the request must go to the read-write server (as :func:`is_write`)."""
-        op = self.op
-        return self.method in WRITE_METHODS if op == "call" else op not in READ_OPS
+        """True if the request must go to the read-write server."""
+        return is_write(self.op, self.method)
 
 
 def is_write(op: str, method: str | None = None) -> bool:

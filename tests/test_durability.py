@@ -195,16 +195,25 @@ def test_save_forks_snapshot_and_drops_covered_journals(server, db):
         assert "b" not in conn.db, "undo history survives snapshot + journal replay"
 
 
+def _snapshot_holds(path: Path, keys: set[str]) -> bool:
+    state = snapshot.load(path) if path.exists() else None
+    return state is not None and keys <= state["root"].keys()
+
+
 def test_autosave_after_n_writes(tmp_path):
+    """The 10th write makes a snapshot due; once it is on disk and the old journal dropped, none is."""
     server = ServerProcess(tmp_path / "db.pkl", None, "--autosave-writes", "10").start()
+    keys = {f"k{i}" for i in range(10)}
     try:
         with Connection(server.write_uri, timeout=10) as conn:
-            for i in range(25):
-                conn.db[f"k{i}"] = i
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and len(journal.journal_files(server.db)) != 1:
-                time.sleep(0.05)
-        assert server.db.exists()
+            for key in sorted(keys):
+                conn.db[key] = key
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            _snapshot_holds(server.db, keys) and len(journal.journal_files(server.db)) == 1
+        ):
+            time.sleep(0.05)
+        assert _snapshot_holds(server.db, keys), "no snapshot with all ten writes (no save() was sent)"
         assert len(journal.journal_files(server.db)) == 1
     finally:
         server.stop()

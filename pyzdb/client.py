@@ -21,7 +21,7 @@ twice, across a server restart included.  One connection serves one thread.
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,7 +100,7 @@ class Connection:
     ) -> None:
         self.timeout = timeout
         self.retry_interval = retry_interval
-        self.client_id = secrets.token_hex(8)
+        self.client_id = os.urandom(8).hex()
         self._context = zmq.Context()
         self._write = Channel(self._context, write_uri)
         self._read = Channel(self._context, read_uri) if read_uri else self._write

@@ -13,7 +13,7 @@ Timeline::
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from collections import deque
 
@@ -38,7 +38,7 @@ class Lock:
 
     def acquire(self, holder: str | None) -> str:
         """Grant the lock (only called while it is free) and return its token."""
-        self.token = secrets.token_hex(16)
+        self.token = os.urandom(16).hex()
         self.holder = holder
         self.touch()
         return self.token

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import secrets
 import shutil
 import time
 from pathlib import Path
@@ -70,7 +69,7 @@ class BlobStore:
                 raise ValueError(f"no blob {file.blob!r} in this store")
             return
         self.folder.mkdir(exist_ok=True)
-        blob = f"{secrets.token_hex(8)}-{_UNSAFE.sub('_', file.name)[:100]}"
+        blob = f"{os.urandom(8).hex()}-{_UNSAFE.sub('_', file.name)[:100]}"
         target = self.folder / blob
         if file.frame is not None:
             _write_durably(target, uploads[file.frame - 1])

@@ -53,7 +53,7 @@ MAX_DEPTH = 100
 
 _SPECIAL_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _SCALARS = (str, bool, type(None))
-_PLAIN_TYPES = frozenset({str, bool, type(None), int, float})
+_PLAIN_TYPES = frozenset({*_SCALARS, int, float})
 _FEW = 16
 """Below this many items, checking them one by one beats the C-speed checks (measured)."""
 _KEY_TYPES = (str, int, float, bool, type(None))

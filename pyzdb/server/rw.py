@@ -210,8 +210,9 @@ class ReadWriteServer:
         clock = time.monotonic
         chores_due = 0.0
         while not self._stopping:
-            if clock() >= chores_due:
-                chores_due = clock() + CHORES_S
+            now = clock()
+            if now >= chores_due:
+                chores_due = now + CHORES_S
                 self._housekeeping()
                 if lock_socket.getsockopt(_EVENTS) & _POLLIN:
                     self._serve_lock(lock_socket)

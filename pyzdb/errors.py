@@ -11,6 +11,7 @@
      ├── ExecNotAllowedError    exec client used on a server without --allow-exec
      ├── ExecError              the code sent by the exec client raised
      ├── StorageError           the server could not write to disk
+     ├── AlreadyAppliedError    a resent write was applied before; its reply was too big to keep
      ├── ConnectionError        (also builtins.ConnectionError) transport failure
      │    └── TimeoutError      (also builtins.TimeoutError) no reply in time
      ├── InternalError          a bug in the server; the message says where
@@ -97,6 +98,12 @@ class StorageError(PyzdbError):
     wire_name = "StorageError"
 
 
+class AlreadyAppliedError(PyzdbError):
+    """A resent write had already been applied, and its reply was too large to keep for the resend."""
+
+    wire_name = "AlreadyAppliedError"
+
+
 class ConnectionError(PyzdbError, builtins.ConnectionError):  # noqa: A001
     """The client could not reach the server."""
 
@@ -154,6 +161,7 @@ _BY_WIRE_NAME: dict[str, type[PyzdbError]] = {
         ExecNotAllowedError,
         ExecError,
         StorageError,
+        AlreadyAppliedError,
         ConnectionError,
         TimeoutError,
         InternalError,

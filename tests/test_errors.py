@@ -20,6 +20,7 @@ EXCEPTION_NAMES = {
     "ExecNotAllowedError",
     "ExecError",
     "StorageError",
+    "AlreadyAppliedError",
     "ConnectionError",
     "TimeoutError",
     "InternalError",

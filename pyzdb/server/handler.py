@@ -122,7 +122,12 @@ class Handler:
         """Run a request and return its result; raises on failure."""
         op, write = request.op, request.is_write
         if op == "ping":
-            return {"version": protocol.VERSION, "read_only": self.read_only, "pid": os.getpid()}
+            return {
+                "version": protocol.VERSION,
+                "read_only": self.read_only,
+                "pid": os.getpid(),
+                "write_window": self.sessions.window,
+            }
         if request.uploads and not (write and self.blobs is not None):
             raise errors.ProtocolError("extra frames are only accepted with files to store")
         if write and self.read_only:

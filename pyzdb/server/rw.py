@@ -1,20 +1,26 @@
-"""The read-write server: queue devices, the request loop, the lock, the journal, snapshots.
+"""The read-write server: the request loop, the lock, the journal, snapshots.
 
-``python server.py`` runs :class:`ReadWriteServer`.  It binds the write and
-read queue devices (threads of this process), connects a DEALER socket to
-the write queue over ``inproc://`` and binds the REP lock socket.
+``python server.py`` runs :class:`ReadWriteServer`.  Its request loop owns
+the ROUTER socket clients send to (5559, the write port): there is no queue
+device and no ``inproc`` hop between the clients and the one writer.  It also
+binds the lock socket (5558, a ROUTER too) and starts the read queue device
+(a thread, see ``pyzdb.server.devices``).
 
-The loop takes requests from the write queue in *batches*: every request
-already waiting (up to ``BATCH``) is applied and journaled (one ``write(2)``
-each), then the journal is fsynced once if the policy is ``always`` (group
-commit), then all the replies go out.  A DEALER (rather than a REP) socket
-is what lets the server hold replies back like this, and answer a
-``save()`` only when the snapshot that a forked child writes is on disk,
-while other requests go on being served.
+The loop takes requests in arrival order, in *batches*: every request already
+waiting (up to ``BATCH``) is applied and journaled (one ``write(2)`` each),
+then the journal is fsynced once if the policy is ``always`` (group commit),
+then all the replies go out.  Owning a ROUTER is what lets the server hold
+replies back like this, answer a ``save()`` only when the snapshot that a
+forked child writes is on disk, and accept many requests in flight from one
+DEALER client.
 
-While a client holds the lock, only the lock socket is read (see
-``pyzdb.server.lock``).  SIGTERM or SIGINT finish the current batch, write a
-final snapshot, release the store and exit 0.
+While a client holds the lock, the loop reads both sockets: the holder's
+requests (on the lock socket, or on the write port with its token) are
+served, resends of remembered writes (a lost ``lock()`` reply among them) are
+answered from the dedup table, and everyone else's requests are held, in
+arrival order, until the lock is released (see ``pyzdb.server.lock``).
+SIGTERM or SIGINT finish the current batch, write a final snapshot, release
+the store and exit 0.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import deque
 from typing import Any
 
 import zmq
@@ -44,16 +51,19 @@ POLL_MS = 100
 CHORES_S = 0.005
 """While requests keep coming, the periodic duties and the lock socket are looked at this often."""
 BATCH = 256
-"""Most requests taken from the queue before their replies go out."""
+"""Most requests answered before their replies go out."""
+HELD_LIMIT = 10_000
+"""Most requests held while a client holds the lock; past it the write port is not read until unlock."""
 
 # pyzmq's enum constants and its *_multipart helpers cost microseconds per call in
 # Python; plain ints and direct calls halve the per-message socket work (8.7 -> 4.9 us
 # for one envelope-sized send and receive, timeit).
 _EVENTS, _POLLIN, _SNDMORE, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.SNDMORE), int(zmq.RCVMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
-def _recv_frames(sock: zmq.Socket) -> list[bytes]:
-    frames = [sock.recv()]
+def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
+    frames = [sock.recv(flags)]
     while sock.getsockopt(_RCVMORE):
         frames.append(sock.recv())
     return frames
@@ -93,10 +103,12 @@ class ReadWriteServer:
         """save() requests answered when the running snapshot is on disk."""
         self._next_saves: list[tuple[list[bytes], Request]] = []
         """save() requests that arrived while a snapshot was running: they need the next one."""
+        self._held: deque[tuple[list[bytes], Request]] = deque()
+        """Other clients' requests that arrived while the lock was held, in arrival order."""
         self._context: zmq.Context | None = None
         self._devices: list[QueueDevice] = []
         self._sockets: list[zmq.Socket] = []
-        self._queue: zmq.Socket | None = None
+        self._front: zmq.Socket | None = None
         self._lock_socket: zmq.Socket | None = None
 
     def _recover(self) -> Handler:
@@ -145,30 +157,25 @@ class ReadWriteServer:
         self._stopping = True
 
     def bind(self) -> None:
-        """Bind the devices and sockets; on failure (an address in use) close everything and raise."""
+        """Bind the sockets and the read queue; on failure (an address in use) close everything and raise."""
         self._context = zmq.Context()
-        inproc = f"inproc://pyzdb-write-{id(self)}"
         try:
-            write_backends = [self.config.write_server_uri, inproc]
-            self._devices.append(
-                QueueDevice(self._context, self.config.write_client_uri, write_backends, "write")
-            )
+            self._front = self._router(self.config.write_client_uri)
+            self._lock_socket = self._router(self.config.lock_uri)
             read_backends = [self.config.read_server_uri]
             self._devices.append(
                 QueueDevice(self._context, self.config.read_client_uri, read_backends, "read")
             )
-            self._queue = self._socket(zmq.DEALER)
-            self._queue.connect(inproc)
-            self._lock_socket = self._socket(zmq.REP)
-            self._lock_socket.bind(self.config.lock_uri)
         except BaseException:
             self._close_network()
             self.files.close()
             raise
 
-    def _socket(self, kind: int) -> zmq.Socket:
-        sock = self._context.socket(kind)
+    def _router(self, uri: str) -> zmq.Socket:
+        sock = self._context.socket(zmq.ROUTER)
         self._sockets.append(sock)
+        sock.linger = 0
+        sock.bind(uri)
         return sock
 
     def run(self) -> int:
@@ -178,7 +185,7 @@ class ReadWriteServer:
         self._install_signals()
         self._announce()
         try:
-            self._loop(self._queue, self._lock_socket)
+            self._loop()
         finally:
             self._shutdown()
         return 0
@@ -200,13 +207,15 @@ class ReadWriteServer:
             self.config.fsync,
         )
 
-    def _loop(self, queue: zmq.Socket, lock_socket: zmq.Socket) -> None:
+    def _loop(self) -> None:
         # A blocking receive with a timeout wakes faster than zmq.Poller (measured:
-        # about 40 us less per request), so the queue is read that way.  Between
-        # requests the loop touches as little as it can: a request's cost here is
-        # mostly cache misses (see docs/performance.md), so the periodic duties and
-        # the lock socket, which only matters to lock holders, wait for a clock tick.
-        queue.rcvtimeo = POLL_MS
+        # about 40 us less per request), so the write port is read that way while
+        # nobody holds the lock.  Between requests the loop touches as little as it
+        # can: a request's cost here is mostly cache misses (see docs/performance.md),
+        # so the periodic duties and the lock socket, which only matters to lock
+        # holders, wait for a clock tick.
+        front, lock_socket = self._front, self._lock_socket
+        front.rcvtimeo = POLL_MS
         clock = time.monotonic
         chores_due = 0.0
         while not self._stopping:
@@ -215,21 +224,80 @@ class ReadWriteServer:
                 chores_due = now + CHORES_S
                 self._housekeeping()
                 if lock_socket.getsockopt(_EVENTS) & _POLLIN:
-                    self._serve_lock(lock_socket)
+                    self._serve_batch(lock_socket, self._holder_reply)
             if self.lock.held:
-                if lock_socket.poll(POLL_MS):
-                    self._serve_lock(lock_socket)
+                self._serve_locked()
                 chores_due = 0.0
-                continue
-            try:
-                first = _recv_frames(queue)
-            except zmq.Again:
-                chores_due = 0.0
-                continue
-            self._serve_batch(queue, first)
+            elif self._held:
+                self._serve_held()
+            else:
+                try:
+                    first = _recv_frames(front)
+                except zmq.Again:
+                    chores_due = 0.0
+                    continue
+                self._serve_batch(front, self._queued_reply, first)
 
-    def _serve_lock(self, lock_socket: zmq.Socket) -> None:
-        lock_socket.send(self.answer(lock_socket.recv_multipart(), via_lock=True))
+    def _serve_locked(self) -> None:
+        """One wait of at most ``POLL_MS`` while a client holds the lock: serve whatever arrived."""
+        reading_front = len(self._held) < HELD_LIMIT
+        poller = zmq.Poller()
+        poller.register(self._lock_socket, zmq.POLLIN)
+        if reading_front:
+            poller.register(self._front, zmq.POLLIN)
+        ready = dict(poller.poll(POLL_MS))
+        if self._lock_socket in ready:
+            self._serve_batch(self._lock_socket, self._holder_reply)
+        if self._front in ready and self.lock.held:
+            self._serve_batch(self._front, self._locked_out_reply)
+
+    def _serve_held(self) -> None:
+        """Answer the requests held during the lock, in arrival order, up to ``BATCH`` of them."""
+        replies: list[list[bytes]] = []
+        for _ in range(min(BATCH, len(self._held))):
+            envelope, request = self._held.popleft()
+            self._collect(replies, envelope, self._queued_reply(envelope, request))
+            if self.lock.held:
+                break  # a held lock() was just granted: the rest waits for its unlock
+        self._commit_and_send(self._front, replies)
+
+    def _serve_batch(self, sock: zmq.Socket, answer, frames: list[bytes] | None = None) -> None:
+        """Answer ``frames`` and every message already waiting on ``sock`` (up to ``BATCH``), then reply.
+
+        ``answer(envelope, request)`` returns the reply bytes, or None for a request
+        that is answered later (a held-back ``save``, a request held during the lock).
+        """
+        replies: list[list[bytes]] = []
+        lock_was_held = self.lock.held
+        for _ in range(BATCH):
+            if frames is None:
+                try:
+                    frames = _recv_frames(sock, _NOBLOCK)
+                except zmq.Again:
+                    break
+            envelope, body = _split_envelope(frames)
+            frames = None
+            request = self.handler.parse(body)
+            reply = request if isinstance(request, bytes) else answer(envelope, request)
+            self._collect(replies, envelope, reply)
+            if self.lock.held != lock_was_held or not sock.getsockopt(_EVENTS) & _POLLIN:
+                break  # nothing more waiting, or the lock changed hands: the rest is read anew
+        self._commit_and_send(sock, replies)
+
+    @staticmethod
+    def _collect(replies: list[list[bytes]], envelope: list[bytes], reply: bytes | None) -> None:
+        if reply is not None:
+            envelope.append(reply)
+            replies.append(envelope)
+
+    def _commit_and_send(self, sock: zmq.Socket, replies: list[list[bytes]]) -> None:
+        """Make the batch's writes durable (group commit), then send its replies."""
+        try:
+            self.files.commit()
+        except OSError as exc:
+            log.critical("journal fsync failed; the writes of this batch may not be durable: %s", exc)
+        for frames in replies:
+            _send_frames(sock, frames)
 
     def _housekeeping(self) -> None:
         holder = self.lock.holder
@@ -248,28 +316,8 @@ class ReadWriteServer:
         if self.files.autosave_due():
             self._start_snapshot()
 
-    def _serve_batch(self, queue: zmq.Socket, frames: list[bytes]) -> None:
-        """Answer ``frames`` and every request already waiting behind it, then reply to all."""
-        replies = []
-        for _ in range(BATCH):
-            envelope, body = _split_envelope(frames)
-            reply = self._answer_queued(envelope, body)
-            if reply is not None:
-                replies.append(envelope + [reply])
-            if self.lock.held or not queue.getsockopt(_EVENTS) & _POLLIN:
-                break  # nothing more waiting, or the lock was just granted: the rest waits in the queue
-            frames = _recv_frames(queue)
-        try:
-            self.files.commit()
-        except OSError as exc:
-            log.critical("journal fsync failed; the writes of this batch may not be durable: %s", exc)
-        for frames in replies:
-            _send_frames(queue, frames)
-
-    def _answer_queued(self, envelope: list[bytes], body: list[bytes]) -> bytes | None:
-        request = self.handler.parse(body)
-        if isinstance(request, bytes):
-            return request
+    def _queued_reply(self, envelope: list[bytes], request: Request) -> bytes | None:
+        """The reply to a request on the write port while nobody holds the lock."""
         if request.op == "save" and self.handler.sessions.replay(request) is None:
             if self.files.snapshot_running:  # that snapshot predates this request: wait for the next
                 self._next_saves.append((envelope, request))
@@ -277,7 +325,59 @@ class ReadWriteServer:
                 self._pending_saves.append((envelope, request))
                 self._start_snapshot()
             return None
-        return self.answer_request(request, via_lock=False)
+        try:
+            if request.op == "lock":
+                return self._grant(request)
+            if request.op == "unlock":
+                raise errors.LockError("unlock() must come from the lock holder on the lock socket")
+        except errors.LockError as exc:
+            return protocol.error_reply(request.id, exc)
+        return self.handler.answer(request)
+
+    def _locked_out_reply(self, envelope: list[bytes], request: Request) -> bytes | None:
+        """The reply to a request on the write port while a client holds the lock; None if held."""
+        if request.token is not None and request.token == self.lock.token:
+            return self._holder_reply(envelope, request)
+        replayed = self.handler.sessions.replay(request) if request.is_write else None
+        if replayed is not None:  # a resend, e.g. of the lock() whose grant was lost: answer it now
+            if request.op == "lock" and request.client == self.lock.holder:
+                self.lock.touch()
+            return replayed
+        self._held.append((envelope, request))
+        return None
+
+    def _grant(self, request: Request) -> bytes:
+        replayed = self.handler.sessions.replay(request)
+        if replayed is not None:
+            return replayed
+        token = self.lock.acquire(request.client)
+        log.info("lock taken by client %s", request.client)
+        reply = protocol.ok_reply(
+            request.id,
+            {"token": token, "lock_uri": connectable(self.config.lock_uri), "lease": self.lock.lease},
+        )
+        self.handler.sessions.remember(request, reply)
+        return reply
+
+    def _holder_reply(self, _envelope: list[bytes], request: Request) -> bytes:
+        """The reply to a request of the lock holder (every request on the lock socket is one)."""
+        replayed = self.handler.sessions.replay(request) if request.is_write else None
+        if replayed is not None:
+            return replayed  # a retry whose first reply was lost, even if the lease ran out since
+        try:
+            self.lock.check(request.token)
+            self.lock.touch()
+            if request.op == "lock":
+                raise errors.LockError("you already hold the lock")
+        except errors.LockError as exc:
+            return protocol.error_reply(request.id, exc)
+        if request.op != "unlock":
+            return self.handler.answer(request)
+        self.lock.release()
+        log.info("lock released by client %s", request.client)
+        reply = protocol.ok_reply(request.id, None)
+        self.handler.sessions.remember(request, reply)
+        return reply
 
     def _start_snapshot(self) -> None:
         try:
@@ -294,58 +394,7 @@ class ReadWriteServer:
             else:
                 reply = protocol.error_reply(request.id, errors.StorageError(f"save failed: {why}"))
             self.handler.sessions.remember(request, reply)
-            _send_frames(self._queue, envelope + [reply])
-
-    def answer(self, frames: list[bytes], via_lock: bool) -> bytes:
-        """Reply to one message from the write queue or the lock socket."""
-        request = self.handler.parse(frames)
-        if isinstance(request, bytes):
-            return request
-        return self.answer_request(request, via_lock)
-
-    def answer_request(self, request: Request, via_lock: bool) -> bytes:
-        """Reply to one decoded request, applying the lock rules first."""
-        try:
-            if via_lock:
-                return self._answer_holder(request)
-            if request.op == "lock":
-                return self._grant(request)
-            if request.op == "unlock":
-                raise errors.LockError("unlock() must come from the lock holder on the lock socket")
-        except errors.LockError as exc:
-            return protocol.error_reply(request.id, exc)
-        return self.handler.answer(request)
-
-    def _grant(self, request: Request) -> bytes:
-        replayed = self.handler.sessions.replay(request)
-        if replayed is not None:
-            return replayed
-        token = self.lock.acquire(request.client)
-        log.info("lock taken by client %s", request.client)
-        reply = protocol.ok_reply(
-            request.id,
-            {"token": token, "lock_uri": connectable(self.config.lock_uri), "lease": self.lock.lease},
-        )
-        self.handler.sessions.remember(request, reply)
-        return reply
-
-    def _answer_holder(self, request: Request) -> bytes:
-        replayed = self.handler.sessions.replay(request) if request.is_write else None
-        if replayed is not None:
-            return replayed  # a retry whose first reply was lost, even if the lease ran out since
-        self.lock.check(request.token)
-        self.lock.touch()
-        if request.op == "lock":
-            raise errors.LockError("you already hold the lock")
-        if request.op != "unlock":
-            reply = self.handler.answer(request)
-            self.files.commit()
-            return reply
-        self.lock.release()
-        log.info("lock released by client %s", request.client)
-        reply = protocol.ok_reply(request.id, None)
-        self.handler.sessions.remember(request, reply)
-        return reply
+            _send_frames(self._front, [*envelope, reply])
 
     def _shutdown(self) -> None:
         try:
@@ -368,7 +417,7 @@ class ReadWriteServer:
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """Split a DEALER-received message into its routing envelope (with the empty delimiter) and body."""
+    """Split a ROUTER-received message into its routing envelope (with the empty delimiter) and body."""
     try:
         cut = frames.index(b"") + 1
     except ValueError:

@@ -19,6 +19,8 @@ SERVER_EPILOG = """\
 The original positional form also works:
   server.py [db_filename] [write_client_uri] [write_server_uri] [read_client_uri]
             [read_server_uri] [lock_uri] [-ro] [-v]
+write_server_uri (N+2, 5560) is accepted and unused: the read-write server's
+request loop owns the clients' write socket itself, with no queue in between.
 
 Every acknowledged write is journaled first: killing the server loses none.
 --fsync decides what a power loss can take: always nothing, everysec about the
@@ -39,7 +41,7 @@ def server_parser() -> argparse.ArgumentParser:
     """The argument parser of ``pyzdb-server`` / ``server.py``."""
     parser = argparse.ArgumentParser(
         prog="pyzdb-server",
-        description="Run the pyzdb read-write server and its queue devices, or a read-only server (-ro).",
+        description="Run the pyzdb read-write server (with its read queue), or a read-only server (-ro).",
         epilog=SERVER_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -52,15 +54,16 @@ def server_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_PORT_BASE,
         metavar="N",
-        help="lock on N, write queue on N+1 (clients) and N+2 (servers), "
-        "read queue on N+3 and N+4 (default: %(default)s)",
+        help="lock on N, writes on N+1 (N+2 reserved), "
+        "read queue on N+3 (clients) and N+4 (read-only servers) (default: %(default)s)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
     for name in _POSITIONAL_URIS:
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(
-            flag, dest=f"opt_{name}", metavar="URI", help=f"override the {name.replace('_', ' ')}"
-        )
+        what = f"override the {name.replace('_', ' ')}"
+        if name == "write_server_uri":
+            what = "accepted for compatibility and unused (no queue sits in front of the writer)"
+        parser.add_argument(flag, dest=f"opt_{name}", metavar="URI", help=what)
     parser.add_argument(
         "-ro", "--read-only", action="store_true", help="run a read-only server behind the read queue"
     )

@@ -315,6 +315,9 @@ class ReadWriteServer:
                 self._start_snapshot()
         if self.files.autosave_due():
             self._start_snapshot()
+        expired = self.handler.sessions.expire()
+        if expired:
+            log.info("forgot the write records of %d client(s) idle for a day", expired)
 
     def _queued_reply(self, envelope: list[bytes], request: Request) -> bytes | None:
         """The reply to a request on the write port while nobody holds the lock."""

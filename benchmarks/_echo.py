@@ -1,16 +1,14 @@
 """The raw pyzmq echo floors the benchmark compares pyzdb with.
 
-Usage: ``python _echo.py direct|devices PORT``.
+Usage: ``python _echo.py direct|router PORT``.
 
 - ``direct``: a REP socket bound on ``tcp://127.0.0.1:PORT`` sends every
   message back: the cheapest request/reply pyzmq can do.
-- ``devices``: the same topology as pyzdb's read-write server.  pyzdb's own
-  :class:`pyzdb.server.devices.QueueDevice` threads are built exactly as
-  ``ReadWriteServer.run`` builds them (write queue: ROUTER on PORT, DEALER on
-  PORT+1 and on ``inproc://``; read queue on PORT+2/PORT+3, idle), and the main
-  thread echoes on a DEALER socket connected over ``inproc://``, as the
-  server's request loop reads the write queue.  The echo does nothing else:
-  no decoding, no polling, no batching.
+- ``router``: the socket pattern of pyzdb's read-write request loop, with
+  nothing else: a ROUTER bound on PORT, read with a timed blocking receive,
+  every message already waiting taken as one batch (up to the loop's
+  ``BATCH``), and each message sent back whole after the batch.  No decoding,
+  no dispatch, no journal.
 
 Runs until SIGTERM (default action: the process ends).
 """
@@ -21,6 +19,9 @@ import sys
 
 import zmq
 
+BATCH = 256
+POLL_MS = 100
+
 
 def direct(context: zmq.Context, port: int) -> None:
     """Echo on a REP socket bound to the port."""
@@ -30,25 +31,36 @@ def direct(context: zmq.Context, port: int) -> None:
         sock.send(sock.recv())
 
 
-def devices(context: zmq.Context, port: int) -> None:
-    """Echo behind pyzdb's queue devices, on an inproc DEALER."""
-    from pyzdb.server.devices import QueueDevice
+def _frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
+    frames = [sock.recv(flags)]
+    while sock.getsockopt(zmq.RCVMORE):
+        frames.append(sock.recv())
+    return frames
 
-    inproc = "inproc://echo-write"
-    write = QueueDevice(context, f"tcp://127.0.0.1:{port}", [f"tcp://127.0.0.1:{port + 1}", inproc], "write")
-    read = QueueDevice(context, f"tcp://127.0.0.1:{port + 2}", [f"tcp://127.0.0.1:{port + 3}"], "read")
-    sock = context.socket(zmq.DEALER)
-    sock.connect(inproc)
-    write.start()
-    read.start()
+
+def router(context: zmq.Context, port: int) -> None:
+    """Echo on a ROUTER the way pyzdb's loop reads and answers its write port."""
+    sock = context.socket(zmq.ROUTER)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    sock.rcvtimeo = POLL_MS
+    events, pollin, sndmore, noblock = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.SNDMORE), int(zmq.NOBLOCK)
     while True:
-        sock.send_multipart(sock.recv_multipart())
+        try:
+            batch = [_frames(sock)]
+        except zmq.Again:
+            continue
+        while len(batch) < BATCH and sock.getsockopt(events) & pollin:
+            batch.append(_frames(sock, noblock))
+        for frames in batch:
+            for frame in frames[:-1]:
+                sock.send(frame, sndmore)
+            sock.send(frames[-1])
 
 
 def main() -> int:
     """Run the echo named on the command line."""
     mode, port = sys.argv[1], int(sys.argv[2])
-    {"direct": direct, "devices": devices}[mode](zmq.Context(), port)
+    {"direct": direct, "router": router}[mode](zmq.Context(), port)
     return 0
 
 

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 
 WARMUP = 50
+IN_FLIGHT = 8
+"""Writes the ``window`` workload keeps in flight on its DEALER socket."""
 MAX_HAMMER = 300.0
 RECORD_KEYS = 100_000
 """Writes overwrite the records ``u0 .. u99999`` of the benchmark store."""
@@ -62,6 +64,40 @@ def _writer(db, index: int) -> Callable[[], None]:
         db["users"][f"u{i % RECORD_KEYS}"] = {"name": f"user{i}", "age": i % 90}
 
     return write
+
+
+def window_workload(spec: dict) -> Callable[[], object]:
+    """Writes with ``IN_FLIGHT`` outstanding on one raw DEALER: each call takes a reply and sends a write.
+
+    Its "latency" is the time between two replies, not a request's round trip.
+    """
+    import zmq
+
+    from pyzdb import protocol
+
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(spec["uri"])
+    client = os.urandom(8).hex()
+    state = {"seq": 0}
+
+    def send_next() -> None:
+        seq = state["seq"] = state["seq"] + 1
+        i = spec["index"] * 7919 + seq
+        record = {"name": f"user{i}", "age": i % 90}
+        message = protocol.build_request(
+            "set", ("users", f"u{i % RECORD_KEYS}"), args=(record,), id=seq, client=client, seq=seq
+        )
+        sock.send_multipart([b"", protocol.encode_request(message)])
+
+    for _ in range(IN_FLIGHT):
+        send_next()
+
+    def step() -> None:
+        sock.recv_multipart()
+        send_next()
+
+    return step
 
 
 def echo_workload(spec: dict) -> Callable[[], object]:
@@ -105,6 +141,8 @@ def workload(spec: dict) -> Callable[[], object]:
     """The request function named by the spec."""
     if spec["op"] == "echo":
         return echo_workload(spec)
+    if spec["op"] == "window":
+        return window_workload(spec)
     if spec["op"].startswith("redis_"):
         return redis_workload(spec)
     return pyzdb_workload(spec)

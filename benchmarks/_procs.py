@@ -181,7 +181,7 @@ def start_pyzdb(db: Path, *extra: str) -> Server:
 
 
 def start_echo(mode: str) -> tuple[subprocess.Popen, str]:
-    """Start an echo floor (``direct`` or ``devices``, see ``_echo.py``); return it and its URI."""
+    """Start an echo floor (``direct`` or ``router``, see ``_echo.py``); return it and its URI."""
     base = free_port_base()
     process = spawn([sys.executable, str(BENCH / "_echo.py"), mode, str(base)])
     uri = f"tcp://127.0.0.1:{base}"

@@ -9,11 +9,12 @@ It sets up what it needs (Debian's ``redis-server`` and redis-py for the
 Redis peer, matplotlib for the chart; ``--no-install`` installs nothing and
 skips what is missing), then measures, on 127.0.0.1 and free ports:
 
-1. requests: the raw pyzmq echo floors (direct REQ->REP, and through
-   pyzdb's own queue devices to an inproc DEALER), pyzdb's ping, small read,
-   write, atomic ``+=``, ``len`` and iteration of a 10k list on a 100k-entry
-   store, and Redis GET/SET; latency (median, p99) at 1 client, throughput at
-   1, 4 and 16 client processes;
+1. requests: the raw pyzmq echo floors (direct REQ->REP, and a ROUTER
+   read and answered the way pyzdb's request loop does it), pyzdb's ping,
+   small read, write, writes with 8 in flight from one DEALER client, atomic
+   ``+=``, ``len`` and iteration of a 10k list on a 100k-entry store, and
+   Redis GET/SET; latency (median, p99) at 1 client, throughput at 1, 4 and
+   16 client processes;
 2. durable writes under each ``--fsync`` policy, and Redis SET with
    ``appendfsync always``;
 3. stores of 10k, 100k and 1M entries: start-up, resident memory and
@@ -85,10 +86,11 @@ QUICK = Config("quick", 0.6, 1, 0.4, 2, (1, 4, 16), 100_000, (10_000, 100_000), 
 WORKLOADS = {
     # name: (target, op, table label, chart label)
     "floor_direct": ("echo_direct", "echo", "echo floor: REQ -> REP direct", "floor direct"),
-    "floor_devices": ("echo_devices", "echo", "echo floor: REQ -> pyzdb devices -> DEALER", "floor devices"),
+    "floor_router": ("echo_router", "echo", "echo floor: REQ -> ROUTER like pyzdb's loop", "floor router"),
     "ping": ("pyzdb", "ping", "pyzdb ping", "ping"),
     "read": ("pyzdb", "read", "pyzdb read db['users']['u123']['name']", "read"),
     "write": ("pyzdb", "write", "pyzdb write db['users'][k] = {...}", "write"),
+    "write_window": ("pyzdb", "window", "pyzdb write, 8 in flight per DEALER client", "write x8"),
     "incr": ("pyzdb", "incr", "pyzdb db['counter'] += 1", "+= 1"),
     "len": ("pyzdb", "len", "pyzdb len(db['list']) (10k)", "len 10k"),
     "iter": ("pyzdb", "iter", "pyzdb [v for v in db['list']] (10k)", "iter 10k"),
@@ -147,8 +149,8 @@ def request_section(bench: Bench) -> None:
     targets: dict[str, tuple[str | int, int]] = {}  # target: (address, server pid)
     direct, uri = _procs.start_echo("direct")
     targets["echo_direct"] = (uri, direct.pid)
-    devices, uri = _procs.start_echo("devices")
-    targets["echo_devices"] = (uri, devices.pid)
+    router, uri = _procs.start_echo("router")
+    targets["echo_router"] = (uri, router.pid)
     server = _procs.start_pyzdb(store)
     targets["pyzdb"] = (server.uri, server.process.pid)
     redis_proc = start_plain_redis(bench, targets)
@@ -163,7 +165,7 @@ def request_section(bench: Bench) -> None:
                 spec = {"op": op, **address(where)}
                 runs[name][clients].append(bench.measure(spec, clients, pid, seconds))
     finally:
-        for process in (direct, devices, redis_proc):
+        for process in (direct, router, redis_proc):
             if process is not None:
                 _procs.stop(process)
         _procs.stop(server.process)

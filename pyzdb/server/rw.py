@@ -55,24 +55,29 @@ BATCH = 256
 HELD_LIMIT = 10_000
 """Most requests held while a client holds the lock; past it the write port is not read until unlock."""
 
-# pyzmq's enum constants and its *_multipart helpers cost microseconds per call in
-# Python; plain ints and direct calls halve the per-message socket work (8.7 -> 4.9 us
-# for one envelope-sized send and receive, timeit).
-_EVENTS, _POLLIN, _SNDMORE, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.SNDMORE), int(zmq.RCVMORE)
+# pyzmq's enum constants and its Python-level helpers cost microseconds per call: a
+# getsockopt(RCVMORE) after each frame costs 1.7 us (it converts the option to an
+# enum), the Python send() wrapper 1.2 us per frame.  Reading "more" from the
+# received Frame and calling the Cython send directly takes one 3-frame request in
+# and its reply out in 5.0 us instead of 12.7 (timeit, ROUTER <-> DEALER on tcp).
+_EVENTS, _POLLIN, _SNDMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+_send = zmq.backend.Socket.send
 
 
 def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
-    frames = [sock.recv(flags)]
-    while sock.getsockopt(_RCVMORE):
-        frames.append(sock.recv())
+    frame = sock.recv(flags, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(copy=False)
+        frames.append(frame.bytes)
     return frames
 
 
 def _send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
     for frame in frames[:-1]:
-        sock.send(frame, _SNDMORE)
-    sock.send(frames[-1])
+        _send(sock, frame, _SNDMORE)
+    _send(sock, frames[-1])
 
 
 def store_from_state(state: dict, undo_limit: int) -> tuple[Store, Sessions]:

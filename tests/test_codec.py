@@ -116,6 +116,16 @@ def test_wire_is_compact_ascii_json(value):
     json.loads(raw, parse_constant=lambda name: pytest.fail(f"{name} in {raw!r}"))
 
 
+@settings(max_examples=100, deadline=None)
+@given(value=values)
+@example(value="\ud800 lone surrogate")
+@example(value="caf\u00e9 \U0001f600")
+def test_fast_serialiser_writes_what_the_standard_library_would(value):
+    """orjson's output, or the fallback's, parses to exactly what the stdlib encoder's text parses to."""
+    encoded = codec.encode(value)
+    assert json.loads(codec.dumps(encoded)) == json.loads(codec._stdlib_dumps(encoded))
+
+
 def test_range_is_stored_as_a_list():
     assert same(codec.from_wire(codec.to_wire(range(3, 12, 4))), [3, 7, 11])
     assert same(codec.from_wire(codec.to_wire({"l": range(3)})), {"l": [0, 1, 2]})

@@ -95,32 +95,30 @@ class Sessions:
 
     def remember(self, request: Request, reply: bytes) -> None:
         """Store the reply of a write that has just been handled."""
-        if request.client is None or request.seq is None:
+        client, seq = request.client, request.seq
+        if client is None or seq is None:
             return
-        now = self._clock()
-        known = self._clients.get(request.client)
+        known = self._clients.get(client)
         if known is None:
-            known = self._clients[request.client] = _Client(request.seq, now)
+            known = self._clients[client] = _Client(seq, self._clock())
         else:
-            self._clients.move_to_end(request.client)
-            known.newest = max(known.newest, request.seq)
-            known.active = now
+            self._clients.move_to_end(client)
+            if seq > known.newest:
+                known.newest = seq
+            known.active = self._clock()
         kept: bytes | int = reply if len(reply) <= KEEP_REPLY_BYTES else len(reply)
-        self._add(known, request.seq, kept)
-        if len(known.replies) > self.window:
-            self._drop_oldest_reply(known)
-        self._trim()
-
-    def _add(self, known: _Client, seq: int, kept: bytes | int) -> None:
         known.replies.append((seq, kept))
-        size = _entry_size(kept)
+        self._count(known, kept, 1)
+        if len(known.replies) > self.window:
+            self._count(known, known.replies.popleft()[1], -1)
+        if self.bytes > self.max_bytes or len(self._clients) > self.limit:
+            self._trim()
+
+    def _count(self, known: _Client, kept: bytes | int, sign: int) -> None:
+        """Add (``sign`` 1) or take off (-1) the bytes of one remembered reply."""
+        size = sign * (ENTRY_OVERHEAD + (len(kept) if type(kept) is bytes else 0))
         known.bytes += size
         self.bytes += size
-
-    def _drop_oldest_reply(self, known: _Client) -> None:
-        size = _entry_size(known.replies.popleft()[1])
-        known.bytes -= size
-        self.bytes -= size
 
     def _trim(self) -> None:
         while len(self._clients) > self.limit or (self.bytes > self.max_bytes and len(self._clients) > 1):
@@ -151,11 +149,8 @@ class Sessions:
         for client, (newest, replies, active) in state["clients"].items():
             known = self._clients[client] = _Client(newest, active)
             for seq, kept in replies:
-                self._add(known, seq, kept)
-
-
-def _entry_size(kept: bytes | int) -> int:
-    return ENTRY_OVERHEAD + (len(kept) if type(kept) is bytes else 0)
+                known.replies.append((seq, kept))
+                self._count(known, kept, 1)
 
 
 def _too_large_to_keep(request: Request, size: int) -> bytes:

@@ -1,0 +1,140 @@
+"""Hostile requests that once corrupted, amplified or stalled (issue 16), against real servers.
+
+Each test sends its messages over raw pyzmq sockets, so they reach the server
+exactly as written, and then checks that the store is still readable whole
+and unchanged: bad input gets a clear error and changes nothing (SPEC §6).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+from helpers import ServerProcess, raw_request
+from pyzdb.client import Connection
+
+CANARY = {"n": 1, "l": [1, 2, 3], "s": "abc", "d": {"k": [None, True]}}
+
+
+@pytest.fixture(scope="module")
+def zmq_context() -> Iterator[zmq.Context]:
+    """One ZeroMQ context for the raw sockets of this module."""
+    context = zmq.Context()
+    yield context
+    context.term()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Iterator[ServerProcess]:
+    """One server for the tests that leave the store as they found it."""
+    proc = ServerProcess(tmp_path_factory.mktemp("hardening") / "db.pkl").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def shared_db(shared: ServerProcess) -> Iterator[Any]:
+    """The root of ``shared``, holding exactly :data:`CANARY`."""
+    with Connection(shared.write_uri, timeout=10) as conn:
+        conn.db.clear()
+        conn.db.update(CANARY)
+        yield conn.db
+
+
+def send(context: zmq.Context, uri: str, message: str | bytes) -> dict:
+    """Send one raw request and return its decoded reply (fails if none comes in time)."""
+    raw = message.encode() if type(message) is str else message
+    reply = raw_request(context, uri, [raw])
+    assert reply is not None, f"no reply to {raw[:100]!r}"
+    return json.loads(reply[-1])
+
+
+def assert_refused(reply: dict, error_type: str, match: str = "") -> None:
+    """``reply`` is an error of ``error_type`` whose message contains ``match``."""
+    assert reply["ok"] is False, reply
+    assert reply["error"]["type"] == error_type, reply
+    assert match in reply["error"]["message"], reply
+
+
+def assert_unchanged(db: Any) -> None:
+    """The whole store reads back, and it is still :data:`CANARY`."""
+    assert db._run() == CANARY
+
+
+# --- defect 1: an escaped tag is still a tag --------------------------------------
+
+ESCAPED_TAGS = {
+    "escaped-file": '{"\\u0024file": {"name": "x", "frame": 1}}',
+    "escaped-slice": '{"\\u0024slice": [1, 2, 3]}',
+    "escaped-letter": '{"$\\u0066ile": {"name": "x", "frame": 1}}',
+    "slice-in-a-list": '[1, {"\\u0024slice": [null, null, null]}]',
+}
+
+
+@pytest.mark.parametrize("value", ESCAPED_TAGS.values(), ids=ESCAPED_TAGS.keys())
+def test_escaped_tag_is_refused_and_the_store_stays_readable(shared, shared_db, zmq_context, value):
+    reply = send(
+        zmq_context, shared.write_uri, f'{{"v": 1, "op": "set", "path": ["esc"], "args": [{value}]}}'
+    )
+    assert_refused(reply, "ProtocolError")
+    assert_unchanged(shared_db)
+
+
+def test_escaped_slice_in_keyword_arguments_is_refused(shared, shared_db, zmq_context):
+    message = (
+        '{"v": 1, "op": "call", "path": [], "method": "update", "kwargs": {"k": {"\\u0024slice": [1, 2, 3]}}}'
+    )
+    assert_refused(send(zmq_context, shared.write_uri, message), "ProtocolError", "$slice")
+    assert_unchanged(shared_db)
+
+
+# --- defect 2: tuple keys in a path count towards the depth -----------------------
+
+
+def nested_tuple(levels: int) -> str:
+    """A ``$tuple`` nested ``levels`` deep around the integer 1, as JSON."""
+    return '{"$tuple": [' * levels + "1" + "]}" * levels
+
+
+def test_deep_tuple_key_in_a_path_is_refused(shared, shared_db, zmq_context):
+    message = f'{{"v": 1, "op": "set", "path": ["d", {nested_tuple(99)}], "args": [[[[[[1]]]]]]}}'
+    assert_refused(send(zmq_context, shared.write_uri, message), "ProtocolError", "deeper than 100 levels")
+    assert_unchanged(shared_db)
+
+
+def test_tuple_key_at_the_depth_limit_is_accepted_and_reads_back(shared, shared_db, zmq_context):
+    """``{"d": {K: v}}`` with ``K`` 98 deep is 100 levels: stored, and the whole store reads back."""
+    message = f'{{"v": 1, "op": "set", "path": ["d", {nested_tuple(98)}], "args": [[[[[[1]]]]]]}}'
+    assert send(zmq_context, shared.write_uri, message)["ok"] is True
+    root = shared_db._run()
+    assert len(root["d"]) == 2
+    del shared_db["d"][next(key for key in root["d"] if type(key) is tuple)]
+    assert_unchanged(shared_db)
+
+
+# --- defect 7: the envelope takes plain JSON, not tags ---------------------------
+
+TAGGED_ENVELOPES = {
+    "v-as-int-tag": '{"v": {"$int": "0x1"}, "op": "ping"}',
+    "id-as-int-tag": '{"v": 1, "op": "ping", "id": {"$int": "0x5"}}',
+    "seq-as-int-tag": '{"v": 1, "op": "set", "path": ["n"], "args": [2], "client": "c", '
+    '"seq": {"$int": "0x7"}}',
+    "whole-request-as-dict-tag": '{"$dict": [["v", 1], ["op", "set"], ["path", ["n"]], ["args", [2]]]}',
+}
+
+
+@pytest.mark.parametrize("message", TAGGED_ENVELOPES.values(), ids=TAGGED_ENVELOPES.keys())
+def test_tagged_envelope_member_is_refused(shared, shared_db, zmq_context, message):
+    assert_refused(send(zmq_context, shared.write_uri, message), "ProtocolError")
+    assert_unchanged(shared_db)
+
+
+def test_big_integer_arguments_still_travel_as_tags(shared, shared_db, zmq_context):
+    message = '{"v": 1, "op": "set", "path": ["big"], "args": [{"$int": "-0x20000000000001"}], "id": 3}'
+    assert send(zmq_context, shared.write_uri, message) == {"v": 1, "id": 3, "ok": True, "result": None}
+    assert shared_db["big"]._run() == -(2**53) - 1
+    del shared_db["big"]

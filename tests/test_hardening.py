@@ -8,6 +8,8 @@ and unchanged: bad input gets a clear error and changes nothing (SPEC §6).
 from __future__ import annotations
 
 import json
+import operator
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 import zmq
 
 from helpers import ServerProcess, raw_request
+from pyzdb import codec, formatsize
 from pyzdb.client import Connection
 
 CANARY = {"n": 1, "l": [1, 2, 3], "s": "abc", "d": {"k": [None, True]}}
@@ -138,3 +141,113 @@ def test_big_integer_arguments_still_travel_as_tags(shared, shared_db, zmq_conte
     assert send(zmq_context, shared.write_uri, message) == {"v": 1, "id": 3, "ok": True, "result": None}
     assert shared_db["big"]._run() == -(2**53) - 1
     del shared_db["big"]
+
+
+# --- defect 4: results that would be far larger than the request ------------------
+
+AMPLIFIERS = {
+    "star-width": ("%*d", (20_000_000, 1), operator.imod),
+    "literal-width": ("%020000000d", 1, operator.imod),
+    "precision": ("%.20000000f", 1.0, operator.imod),
+    "int-precision": ("%.20000000d", 1, operator.imod),
+    "bytes-width": (b"%*d", (20_000_000, 1), operator.imod),
+    "int-times-str": (20_000_000, "ab", operator.imul),
+    "int-times-list": (20_000_000, [1], operator.imul),
+    "int-times-int": (1 << 40_000, 1 << 40_000, operator.imul),
+}
+
+
+@pytest.mark.parametrize(("start", "operand", "inplace"), AMPLIFIERS.values(), ids=AMPLIFIERS.keys())
+def test_result_far_larger_than_the_request_is_refused(shared_db, start, operand, inplace):
+    shared_db["grow"] = start
+    with pytest.raises(ValueError, match="limit|more than"):
+        inplace(shared_db["grow"], operand)  # db['grow'] %= operand: one request
+    assert shared_db["grow"]._run() == start
+    del shared_db["grow"]
+    assert_unchanged(shared_db)
+
+
+def test_ordinary_formatting_and_repeating_still_work(shared_db):
+    shared_db["f"] = "%05d|%-4s|%.2f"
+    ref = shared_db["f"]
+    ref %= (42, "ab", 2.5)
+    shared_db["t"] = 3
+    ref = shared_db["t"]
+    ref *= "ab"
+    assert (shared_db["f"]._run(), shared_db["t"]._run()) == ("00042|ab  |2.50", "ababab")
+    del shared_db["f"], shared_db["t"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_format_bound_is_never_below_the_real_length(seed):
+    """The bound the server checks before ``%=`` holds for random formats and arguments."""
+    rng = random.Random(seed)
+    pieces = [*"%()a-+ #0.*hlLdiuxXocpeEfFgGsrab", "5", "12", ".3", "%%", "\x00", "é"]
+    values = [
+        0,
+        -123456789,
+        2**200,
+        1.5,
+        -1e308,
+        "a\x00\U000e0000",
+        b"\x00a",
+        None,
+        True,
+        [1, "x"],
+        (2,),
+        40,
+    ]
+    for _ in range(3000):
+        fmt = "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 10)))
+        args = tuple(rng.choice(values) for _ in range(rng.randrange(4))) if rng.random() < 0.8 else {"a": 7}
+        for form in (fmt, fmt.encode()):
+            try:
+                result = form % args
+            except (TypeError, ValueError, OverflowError, KeyError):
+                continue
+            assert formatsize.bound(form, args) >= len(result), (form, args)
+
+
+# --- defect 5: requests that cost seconds -----------------------------------------
+
+
+def colliding_keys(count: int) -> str:
+    """A ``$dict`` of ``count`` integer keys that all hash to 0, as JSON."""
+    pairs = ", ".join(f'[{{"$int": "{hex(k * (2**61 - 1))}"}}, 0]' for k in range(1, count + 1))
+    return f'{{"$dict": [{pairs}]}}'
+
+
+@pytest.mark.parametrize("op", ["set", "contains"])
+def test_dict_of_colliding_keys_is_refused_before_it_is_built(shared, shared_db, zmq_context, op):
+    path = '["c"]' if op == "set" else "[]"
+    message = f'{{"v": 1, "op": "{op}", "path": {path}, "args": [{colliding_keys(3000)}]}}'
+    assert_refused(send(zmq_context, shared.write_uri, message), "ProtocolError", "share")
+    assert_unchanged(shared_db)
+
+
+def test_update_with_colliding_pairs_is_refused(shared_db):
+    pairs = [[k * (2**61 - 1), 0] for k in range(1, 3001)]
+    with pytest.raises(ValueError, match="share"):
+        shared_db["d"].update(pairs)
+    assert_unchanged(shared_db)
+
+
+def test_a_few_keys_with_one_hash_are_accepted(shared_db):
+    keys = {-1: "a", -2: "b", 0: "c", 2**61 - 1: "d", 0.5: "e", 2**60: "f"}  # natural collisions
+    shared_db["few"] = keys
+    assert shared_db["few"]._run() == keys
+    del shared_db["few"]
+
+
+def test_integer_beyond_the_size_limit_is_refused(shared, shared_db, zmq_context):
+    huge = "0x" + "f" * 250_000  # a million bits: %= on two of them took seconds, at every replay too
+    message = f'{{"v": 1, "op": "iop", "path": ["n"], "method": "mod", "args": [{{"$int": "{huge}"}}]}}'
+    assert_refused(send(zmq_context, shared.write_uri, message), "ProtocolError", "bits exceeds the limit")
+    assert_unchanged(shared_db)
+
+
+def test_integer_at_the_size_limit_is_stored_and_reads_back(shared_db):
+    shared_db["big"] = -(2**codec.MAX_INT_BITS - 1)
+    assert shared_db["big"]._run() == -(2**codec.MAX_INT_BITS - 1)
+    del shared_db["big"]
+    assert_unchanged(shared_db)

@@ -7,18 +7,24 @@ and unchanged: bad input gets a clear error and changes nothing (SPEC §6).
 
 from __future__ import annotations
 
+import errno
 import json
 import operator
+import os
 import random
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
 
 from helpers import ServerProcess, raw_request
-from pyzdb import codec, formatsize
+from pyzdb import codec, errors, formatsize
 from pyzdb.client import Connection
+from pyzdb.storage import journal, snapshot
 
 CANARY = {"n": 1, "l": [1, 2, 3], "s": "abc", "d": {"k": [None, True]}}
 
@@ -251,3 +257,116 @@ def test_integer_at_the_size_limit_is_stored_and_reads_back(shared_db):
     assert shared_db["big"]._run() == -(2**codec.MAX_INT_BITS - 1)
     del shared_db["big"]
     assert_unchanged(shared_db)
+
+
+# --- defect 3: a full disk during a snapshot --------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 4 MB tmpfs of its own, unmounted after the test (needs root: CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs the suite as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, timeout=30
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
+    try:
+        yield disk
+    finally:
+        if subprocess.run(["umount", str(disk)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last page with one file and return it (other files keep their last page)."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in (b"\xff" * 65536, b"\xff" * 4096, b"\xff"):
+            for _ in range(1000):  # bounded: 4 MB is 64 of the largest chunks
+                try:
+                    os.write(fd, chunk)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def on_small_disk(disk: Path, tmp_path: Path, *options: str) -> ServerProcess:
+    """A server whose store is on ``disk`` and whose log is not (it must not fill up with the disk)."""
+    server = ServerProcess(disk / "db.pkl", None, "--autosave-writes", "0", *options)
+    server.log_path = tmp_path / "server.log"
+    return server.start()
+
+
+def try_writes(conn: Connection, prefix: str, count: int, acknowledged: dict) -> None:
+    """Write ``count`` keys; record in ``acknowledged`` those the server acknowledged."""
+    for i in range(count):
+        key, value = f"{prefix}{i}", [i, "x" * 200]
+        try:
+            conn.db[key] = value
+        except errors.StorageError:
+            continue
+        acknowledged[key] = value
+
+
+def test_save_on_a_full_disk_keeps_the_journal_and_every_acknowledged_write(small_disk, tmp_path):
+    server = on_small_disk(small_disk, tmp_path, "--autosave-seconds", "0")
+    acknowledged: dict = {}
+    try:
+        with Connection(server.write_uri, timeout=10) as conn:
+            try_writes(conn, "before", 5, acknowledged)
+            journals = journal.journal_files(server.db)
+            filler = fill(small_disk)
+            with pytest.raises(errors.StorageError, match="save failed"):
+                conn.db.save()
+            assert journal.journal_files(server.db) == journals, "a failed save leaves no journal behind"
+            try_writes(conn, "full", 30, acknowledged)
+            filler.unlink()
+            try_writes(conn, "after", 30, acknowledged)
+            assert all(f"after{i}" in acknowledged for i in range(30)), "writes succeed once space is back"
+        server.kill()
+        server.start()  # it once refused to start: "bad magic" in a journal with no header
+        with Connection(server.write_uri, timeout=10) as conn:
+            assert conn.db._run() == acknowledged
+    finally:
+        server.stop()
+    assert "could not start the journal" in server.log()
+
+
+def test_automatic_snapshot_on_a_full_disk_backs_off_and_says_so(small_disk, tmp_path):
+    server = on_small_disk(small_disk, tmp_path, "--autosave-seconds", "0.2")
+    acknowledged: dict = {}
+    try:
+        with Connection(server.write_uri, timeout=10) as conn:
+            filler = fill(small_disk)
+            time.sleep(0.3)  # the first write below makes a snapshot due at once
+            try_writes(conn, "k", 5, acknowledged)
+            assert len(acknowledged) == 5, "small writes still fit in the journal's last page"
+            time.sleep(3)  # a snapshot is due all along: it once retried every 0.1 s, a journal each time
+            assert len(journal.journal_files(server.db)) == 1
+            failures = server.log().count("next automatic snapshot in")
+            assert 1 <= failures <= 3, server.log()
+            filler.unlink()
+            deadline = time.monotonic() + 20  # the back-off is at most 4 s by now
+            while time.monotonic() < deadline and not snapshot_holds(server.db, acknowledged):
+                time.sleep(0.1)
+            assert snapshot_holds(server.db, acknowledged), "the snapshot succeeds once space is back"
+            assert conn.db._run() == acknowledged
+    finally:
+        server.stop()
+
+
+def snapshot_holds(path: Path, expected: dict) -> bool:
+    """True if the snapshot at ``path`` holds exactly ``expected``."""
+    try:
+        state = snapshot.load(path)
+    except (OSError, EOFError, ValueError):
+        return False
+    return state is not None and state["root"] == expected

@@ -370,3 +370,19 @@ def snapshot_holds(path: Path, expected: dict) -> bool:
     except (OSError, EOFError, ValueError):
         return False
     return state is not None and state["root"] == expected
+
+
+# --- the codec's records and limits, without a server ------------------------------
+
+
+def test_loads_records_tags_however_they_are_spelled():
+    tags: dict = {}
+    codec.loads(b'[{"\\u0024slice": [1, 2, 3]}, {"$\\u0074uple": [1]}]', tags)
+    assert set(tags) == {"$slice", "$tuple"}
+
+
+def test_key_hash_check_counts_distinct_keys_only():
+    nan = float("nan")
+    codec.check_key_hashes([1, 1.0, True] * 100 + [nan] * 100)  # equal keys, and one nan object, are one key
+    with pytest.raises(ValueError, match="share the hash 0"):
+        codec.check_key_hashes([k * (2**61 - 1) for k in range(codec.MAX_KEYS_PER_HASH + 1)])

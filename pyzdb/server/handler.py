@@ -150,7 +150,7 @@ class Handler:
 
     def _take_files(self, request: Request) -> Request:
         """Move or store the request's files; the request to journal refers to stored blobs."""
-        if self.blobs is not None and (request.uploads or b'"$file"' in request.raw):
+        if self.blobs is not None and (request.uploads or "$file" in request.tags):
             return self.blobs.ingest(request)
         return request
 

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyzdb.codec import is_valid_key
+from pyzdb import formatsize
+from pyzdb.codec import MAX_INT_BITS, check_key_hashes, is_valid_key
 from pyzdb.errors import NotAllowedError
 from pyzdb.tree import Patch, Path, resolve
 
@@ -43,7 +44,8 @@ INPLACE_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "or": operator.or_,
 }
 MAX_REPEAT = 10_000_000
-"""Largest sequence an in-place ``*=`` may build (guards the server's memory)."""
+"""Largest sequence (items, characters, bytes) an in-place ``*=`` or ``%=`` may build (guards memory)."""
+_SEQUENCES = (list, str, bytes, tuple)
 
 # method name -> (min positional args, max positional args, allowed keyword names)
 _SIGNATURES: dict[type, dict[str, tuple[int, int, frozenset | None]]] = {
@@ -254,9 +256,9 @@ def _plan_inplace(parent: Any, path: Path, key: Any, name: str, value: Any) -> C
         return _list_extend(target, here, value)
     if type(target) is dict and name == "or":
         return _dict_update(target, here, value)
-    if name == "mul" and isinstance(target, (list, str, bytes, tuple)):
-        _check_repeat(target, value)
+    _check_growth(target, name, value)
     new = INPLACE_OPERATORS[name](target, value)
+    _check_int(new)
     if type(target) is list:
         return Change(None, [("assign", here, new)], [("assign", here, list(target))])
     return Change(None, [("set", path, key, new)], [("set", path, key, target)])
@@ -271,9 +273,40 @@ def _inplace_on_copy(target: list, name: str, value: Any) -> Any:
     return INPLACE_OPERATORS[name](target, value)
 
 
+def _check_growth(target: Any, name: str, value: Any) -> None:
+    """Refuse, before it is built, a result that could be far larger than ``target`` and ``value``."""
+    if name == "mul":
+        _check_repeat(target, value)
+        if isinstance(target, int) and isinstance(value, int):
+            # a product has at least this many bits: refused before it is computed
+            _check_int_bits(target.bit_length() + value.bit_length() - 1, "*=")
+    elif name == "mod" and type(target) in (str, bytes):
+        size = formatsize.bound(target, value)
+        if size > MAX_REPEAT:
+            raise ValueError(f"%= could build {size} characters, more than the limit of {MAX_REPEAT}")
+
+
 def _check_repeat(target: Any, times: Any) -> None:
-    if type(times) is int and len(target) * times > MAX_REPEAT:
+    """``sequence * n`` and ``n * sequence`` may build at most :data:`MAX_REPEAT` items."""
+    if isinstance(target, _SEQUENCES) and isinstance(times, int):
+        size = len(target) * times
+    elif isinstance(target, int) and isinstance(times, _SEQUENCES):
+        size = target * len(times)
+    else:
+        return
+    if size > MAX_REPEAT:
         raise ValueError(f"*= would build more than {MAX_REPEAT} items")
+
+
+def _check_int(value: Any) -> None:
+    """An integer result must fit the limit that requests have (so that it can be read back)."""
+    if isinstance(value, int):
+        _check_int_bits(value.bit_length(), "the result")
+
+
+def _check_int_bits(bits: int, what: str) -> None:
+    if bits > MAX_INT_BITS:
+        raise ValueError(f"{what} would be an integer of {bits} bits, more than the limit of {MAX_INT_BITS}")
 
 
 # --- dict methods ----------------------------------------------------------------
@@ -307,10 +340,14 @@ def _dict_update(node: dict, path: Path, other: Any = (), **pairs: Any) -> Chang
         items = iter(other.items())
     else:  # lazily, so that a bad pair and a bad key fail in the order dict.update finds them
         items = (_pair(item, number) for number, item in enumerate(other))
-    change = Change()
-    seen = set()
+    entries = []
     for key, value in itertools.chain(items, pairs.items()):
         _check_key(key)
+        entries.append((key, value))
+    check_key_hashes([key for key, _ in entries])  # before ``seen`` is built from them
+    change = Change()
+    seen = set()
+    for key, value in entries:
         change.forward.append(("set", path, key, value))
         if key in seen:
             continue

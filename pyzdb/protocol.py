@@ -59,6 +59,8 @@ class Request:
     """The message as received: what the journal stores."""
     uploads: tuple = field(default=(), repr=False, compare=False)
     """Frames after the JSON one: contents of uploaded files (``$file`` with ``frame``)."""
+    tags: frozenset = field(default=frozenset(), repr=False, compare=False)
+    """The tags the message held, decoded (``"\\u0024file"`` counts as ``"$file"``)."""
 
     @property
     def is_write(self) -> bool:
@@ -166,18 +168,30 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
     """Parse and validate a request; raise :class:`ProtocolError` or ``NotAllowedError``."""
     if len(raw) > max_bytes:
         raise errors.ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
-    message = codec.loads(raw)
-    if type(message) is not dict:
-        raise errors.ProtocolError("a request must be a JSON object")
+    tags: dict[str, Any] = {}
+    message = codec.loads(raw, tags)
+    if type(message) is not dict or message is tags.get("$dict"):
+        raise errors.ProtocolError("a request must be a JSON object (not a tag)")
+    tagged = _tagged_members(raw) if "$int" in tags else ()
+    if "id" in tagged:
+        raise errors.ProtocolError("'id' must be a plain JSON string, integer or null, not a tag")
     request_id = _scalar(message.get("id"), "id")
     try:
-        return _validate(message, raw, request_id)
+        if tagged:
+            raise errors.ProtocolError(f"{tagged[0]!r} must be a plain JSON value, not a tag")
+        return _validate(message, raw, request_id, frozenset(tags))
     except errors.PyzdbError as exc:
         exc.request_id = request_id  # so the error reply can still be matched to its request
         raise
 
 
-def _validate(message: dict, raw: bytes, request_id: Any) -> Request:
+def _tagged_members(raw: bytes) -> tuple[str, ...]:
+    """The envelope members (``v``, ``id``, ``seq``) that ``raw`` sends as tags (section 2: plain JSON)."""
+    envelope = codec.loads_untagged(raw)
+    return tuple(name for name in ("id", "v", "seq") if type(envelope.get(name)) is dict)
+
+
+def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Request:
     version = message.get("v")
     if type(version) is not int or version != VERSION:  # true == 1 and 1.0 == 1 in Python
         raise errors.ProtocolError(
@@ -193,18 +207,18 @@ def _validate(message: dict, raw: bytes, request_id: Any) -> Request:
         raise errors.ProtocolError("'args' must be an array and 'kwargs' an object")
     method = _typed(message.get("method"), str, "method")
     _check_shape(op, path, method, args, kwargs)
-    if b'"$slice"' in raw and _holds_slice_tag([args, kwargs]):
+    if "$slice" in tags and _holds_slice_tag([args, kwargs]):
         raise errors.ProtocolError("$slice only has a meaning as a path step")
     # a method call puts its arguments inside the node at ``path``: one level deeper
     levels = len(path) + (op == "call")
     if _may_nest_deeper(raw, levels):
-        _check_depth(levels, args, kwargs)
+        _check_depth(path, levels, args, kwargs)
     client, seq, token = message.get("client"), message.get("seq"), message.get("token")
     if client is not None or seq is not None or token is not None:  # reads usually carry none
         _typed(client, str, "client")
         _typed(seq, int, "seq")
         _typed(token, str, "token")
-    return Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw)
+    return Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw, tags=tags)
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
@@ -261,10 +275,17 @@ def _may_nest_deeper(raw: bytes, levels: int) -> bool:
     return raw.count(b"[") + raw.count(b"{") > codec.MAX_DEPTH - levels
 
 
-def _check_depth(levels: int, args: list, kwargs: dict) -> None:
-    """Refuse arguments that would make the store deeper than ``codec.MAX_DEPTH`` at ``levels`` down."""
+def _check_depth(path: tuple, levels: int, args: list, kwargs: dict) -> None:
+    """Refuse a request that would make the store deeper than ``codec.MAX_DEPTH``.
+
+    The arguments go ``levels`` down; a tuple key at step ``i`` of the path
+    nests inside the dict that holds it, ``i + 1`` down (as ``codec.depth_of``
+    counts the keys of a dict).
+    """
     try:
         depth = levels + codec.depth_of([args, list(kwargs.values())]) - 2
+        keys = (i + 1 + codec.depth_of(step) for i, step in enumerate(path) if type(step) is tuple)
+        depth = max(depth, *keys, 0)
     except RecursionError:
         depth = codec.MAX_DEPTH + 1
     if depth > codec.MAX_DEPTH:

@@ -16,11 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import zmq
+
 from pyzdb import errors
 from pyzdb.client import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 15.0
+RAW_TIMEOUT = 5.0
 _serial = itertools.count()
 STOP_TIMEOUT = 15.0
 
@@ -203,3 +206,19 @@ def run_clients(code: str, count: int, *args: str, timeout: float = 120.0) -> li
                 process.kill()
                 process.wait(5)
     return outputs
+
+
+def raw_request(
+    context: zmq.Context, uri: str, frames: list[bytes], kind: int = zmq.REQ, wait: float = RAW_TIMEOUT
+) -> list[bytes] | None:
+    """Send ``frames`` on a fresh raw socket; return the reply frames, or None if none came in ``wait`` s."""
+    sock = context.socket(kind)
+    sock.linger = 0
+    try:
+        sock.connect(uri)
+        sock.send_multipart(frames)
+        if not sock.poll(wait * 1000):
+            return None
+        return sock.recv_multipart()
+    finally:
+        sock.close()

@@ -141,7 +141,7 @@ INVALID = {
     "v huge": (
         request(op="get").replace(b'"v": 1', b'"v": {"$int": "%s"}' % HUGE_HEX.encode()),
         errors.ProtocolError,
-        "too long to show",
+        "not a tag",
     ),
     "array": (raw([1, "get"]), errors.ProtocolError, "JSON object"),
     "string": (raw("get"), errors.ProtocolError, "JSON object"),

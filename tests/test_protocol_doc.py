@@ -203,6 +203,10 @@ def test_doc_states_the_real_limits():
     doc = DOC.read_text(encoding="utf-8")
     assert f"{protocol.MAX_MESSAGE_BYTES} bytes" in doc
     assert f"at most {protocol.codec.MAX_DEPTH} levels" in doc
+    assert f"at most {protocol.codec.MAX_INT_BITS:,} bits" in doc
+    assert f"the limit of {protocol.codec.MAX_INT_BITS}" in doc
+    assert f"at most {protocol.codec.MAX_KEYS_PER_HASH} distinct keys" in doc
+    assert f"at most {ops.MAX_REPEAT:,} items" in doc and f"more than {ops.MAX_REPEAT} items" in doc
     assert f"`v` | integer | *(required)* | protocol version: always `{protocol.VERSION}`" in doc
 
 

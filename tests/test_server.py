@@ -16,13 +16,12 @@ from typing import Any
 import pytest
 import zmq
 
-from helpers import ServerProcess, free_port_base, run_clients
+from helpers import ServerProcess, free_port_base, raw_request, run_clients
 from pyzdb import errors, protocol
 from pyzdb.client import Connection, client, connect
 from pyzdb.storage import snapshot
 
 SAMPLE = {"n": 1, "l": [1, 2, 3], "s": "abc", "d": {"k": [None, True]}, 5: (1, b"x")}
-RAW_TIMEOUT = 5.0
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -51,22 +50,6 @@ def shared_db(shared: ServerProcess) -> Iterator[Any]:
         conn.db.clear()
         conn.db.update(SAMPLE)
         yield conn.db
-
-
-def raw_request(
-    context: zmq.Context, uri: str, frames: list[bytes], kind: int = zmq.REQ, wait: float = RAW_TIMEOUT
-) -> list[bytes] | None:
-    """Send ``frames`` on a fresh raw socket; return the reply frames, or None if none came in ``wait`` s."""
-    sock = context.socket(kind)
-    sock.linger = 0
-    try:
-        sock.connect(uri)
-        sock.send_multipart(frames)
-        if not sock.poll(wait * 1000):
-            return None
-        return sock.recv_multipart()
-    finally:
-        sock.close()
 
 
 def assert_serving(proc: ServerProcess) -> None:

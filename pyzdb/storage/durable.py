@@ -36,6 +36,8 @@ AfterSave = Callable[[dict, float], None]
 
 LOCK_WAIT = 3.0
 """Seconds a starting server waits for the store's lock before giving up."""
+RETRY_FIRST, RETRY_LONGEST = 1.0, 60.0
+"""Seconds before the next automatic snapshot after a failed one: doubling from the first to the longest."""
 
 
 def _die_with_parent(parent: int) -> None:
@@ -81,6 +83,9 @@ class Persistence:
         self._last_sync = time.monotonic()
         self._lock_handle: Any = None
         self._child: tuple[int, int] | None = None  # (pid, generation) of a snapshot being written
+        self._retry_wait = 0.0
+        self._retry_at = 0.0
+        """After a failed snapshot, no automatic one starts before this (monotonic) time."""
 
     # --- start-up ----------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class Persistence:
 
     def autosave_due(self) -> bool:
         """True if enough writes or time have passed since the last snapshot."""
-        if self.writes_since_snapshot == 0 or self.snapshot_running:
+        if self.writes_since_snapshot == 0 or self.snapshot_running or time.monotonic() < self._retry_at:
             return False
         if self.autosave_writes and self.writes_since_snapshot >= self.autosave_writes:
             return True
@@ -182,8 +187,14 @@ class Persistence:
         """Rotate the journal and fork a child that writes ``state`` as the next snapshot.
 
         ``after(state, started)`` runs in the child once the snapshot is in place.
+        On failure (``OSError``: a full disk, no memory to fork) the current
+        journal is left as it was and automatic snapshots back off.
         """
-        generation = self._rotate()
+        try:
+            generation = self._rotate()
+        except OSError as exc:
+            self._failed(f"could not start the journal of generation {self.generation + 1}: {exc}")
+            raise
         started = time.time()
         # Until the child is done, no collector runs in either process: it would
         # write to every object it walks and copy the pages the two share.  (Not
@@ -193,8 +204,9 @@ class Persistence:
         parent = os.getpid()
         try:
             pid = os.fork()
-        except OSError:
+        except OSError as exc:
             gc.enable()
+            self._failed(f"could not fork the snapshot process: {exc}")
             raise
         if pid == 0:  # the child: write the file and leave without running any parent cleanup
             code = 0
@@ -221,10 +233,21 @@ class Persistence:
         self._child = None
         gc.enable()
         if os.waitstatus_to_exitcode(status) != 0:
-            log.error("snapshot of generation %d failed; the journals still hold every write", generation)
+            self._failed(f"the snapshot of generation {generation} failed")
             return False
+        self._retry_wait = self._retry_at = 0.0
         self._remove_journals_below(generation)
         return True
+
+    def _failed(self, reason: str) -> None:
+        """Log a failed snapshot and put the next automatic one off, twice as long each time."""
+        self._retry_wait = min(max(2 * self._retry_wait, RETRY_FIRST), RETRY_LONGEST)
+        self._retry_at = time.monotonic() + self._retry_wait
+        log.error(
+            "%s; the journals still hold every acknowledged write; next automatic snapshot in %.0f s",
+            reason,
+            self._retry_wait,
+        )
 
     def save_now(self, state: dict, after: AfterSave | None = None) -> None:
         """Write a snapshot in this process (shutdown, or a save under the lock)."""
@@ -237,13 +260,23 @@ class Persistence:
             after(state, started)
 
     def _rotate(self) -> int:
-        """Close the current journal and open the next generation's; return that generation."""
-        self.writer.close()
-        self.generation += 1
-        self.writer = journal.JournalWriter(journal.journal_path(self.path, self.generation), self.generation)
+        """Start the next generation's journal and close the current one; return that generation.
+
+        The current journal is synced and the next one created (with its
+        header) before anything is switched: if either fails, the current
+        journal stays open, unchanged, and keeps taking the writes.
+        """
+        self.writer.sync()
+        generation = self.generation + 1
+        writer = journal.JournalWriter(journal.journal_path(self.path, generation), generation)
+        previous, self.writer, self.generation = self.writer, writer, generation
         self.writes_since_snapshot = 0
         self._snapshot_started = time.monotonic()
-        return self.generation
+        try:
+            previous.close()
+        except OSError as exc:  # synced just above: nothing acknowledged depends on this close
+            log.error("closing journal %s: %s", previous.path, exc)
+        return generation
 
     def _remove_journals_below(self, generation: int) -> None:
         for gen, path in journal.journal_files(self.path):

@@ -158,19 +158,43 @@ def cut_torn_tail(found: JournalScan) -> Path:
     return aside
 
 
+def create(path: Path, generation: int) -> None:
+    """Create the journal ``path`` with its header, all or nothing.
+
+    The header is written and fsynced under a temporary name, then renamed
+    into place: a journal name never shows a file without its header (a full
+    disk cannot leave one), and read-only servers following the journals
+    never see a new generation that then disappears.
+    """
+    tmp = path.with_name(path.name + ".new")  # not a journal name: journal_files() skips it
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            header = FILE_HEADER.pack(MAGIC, generation)
+            if os.write(fd, header) != len(header):
+                raise OSError(f"short write of the header of {path}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        fsync_folder(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # renamed but not durable: not there is the safe state
+        raise
+
+
 class JournalWriter:
-    """Appends records to one journal file."""
+    """Appends records to one journal file (created, with its header, if it does not exist)."""
 
     def __init__(self, path: Path, generation: int) -> None:
         self.path = path
         self.generation = generation
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if not path.exists():
+            create(path, generation)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._end = os.fstat(self._fd).st_size
         self.dirty = False
-        if self._end == 0:
-            self._write(FILE_HEADER.pack(MAGIC, generation))
-            self.sync()
-            fsync_folder(path.parent)
 
     def append(self, payload: bytes) -> None:
         """Write one record (one ``write(2)``); on failure the file is left as it was."""

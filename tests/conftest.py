@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import zmq
 
 from helpers import ServerProcess
 from pyzdb.client import Connection
@@ -14,6 +17,22 @@ def server(tmp_path):
     proc = ServerProcess(tmp_path / "db.pkl").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Iterator[ServerProcess]:
+    """One server for a module's tests that reset the store themselves (saves start-up time)."""
+    proc = ServerProcess(tmp_path_factory.mktemp("shared") / "db.pkl").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def zmq_context() -> Iterator[zmq.Context]:
+    """One ZeroMQ context for a module's raw sockets."""
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
 
 
 @pytest.fixture

@@ -29,22 +29,6 @@ from pyzdb.storage import journal, snapshot
 CANARY = {"n": 1, "l": [1, 2, 3], "s": "abc", "d": {"k": [None, True]}}
 
 
-@pytest.fixture(scope="module")
-def zmq_context() -> Iterator[zmq.Context]:
-    """One ZeroMQ context for the raw sockets of this module."""
-    context = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Iterator[ServerProcess]:
-    """One server for the tests that leave the store as they found it."""
-    proc = ServerProcess(tmp_path_factory.mktemp("hardening") / "db.pkl").start()
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
 def shared_db(shared: ServerProcess) -> Iterator[Any]:
     """The root of ``shared``, holding exactly :data:`CANARY`."""

@@ -27,22 +27,6 @@ SAMPLE = {"n": 1, "l": [1, 2, 3], "s": "abc", "d": {"k": [None, True]}, 5: (1, b
 # --- helpers -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def zmq_context() -> Iterator[zmq.Context]:
-    """One ZeroMQ context for the raw sockets of this module."""
-    context = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Iterator[ServerProcess]:
-    """A server shared by the tests that reset the store themselves (saves start-up time)."""
-    proc = ServerProcess(tmp_path_factory.mktemp("shared") / "db.pkl").start()
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
 def shared_db(shared: ServerProcess) -> Iterator[Any]:
     """The root of ``shared``, holding exactly :data:`SAMPLE`."""

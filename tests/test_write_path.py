@@ -26,7 +26,7 @@ REPLY_WAIT = 10.0
 
 @pytest.fixture
 def context() -> Iterator[zmq.Context]:
-    """A ZeroMQ context for this test's raw sockets."""
+    """A ZeroMQ context for this test's raw sockets, destroyed with them after the test."""
     ctx = zmq.Context()
     yield ctx
     ctx.destroy(linger=0)

@@ -1,1 +1,1 @@
-"""The server side: message handling, the REP loops, the queue devices."""
+"""The server side: message handling, the request loops, the read queue device."""

@@ -1,11 +1,11 @@
-"""ROUTER/DEALER queue devices that carry requests from clients to REP servers.
+"""The ROUTER/DEALER queue device that carries reads from clients to the read-only servers.
 
-Each device is a ``zmq.proxy_steerable`` running in a thread of the server
-process: libzmq moves the messages without holding the GIL, and the device
-stops cleanly when it receives ``TERMINATE`` on its control socket.  The
-DEALER may bind several addresses; the read-write server's own REP socket
-connects over ``inproc://`` so the write path crosses no extra TCP hop.
-See docs/architecture.md for the measurements behind this choice.
+The device is a ``zmq.proxy_steerable`` running in a thread of the read-write
+server's process: libzmq moves the messages without holding the GIL, and the
+device stops cleanly when it receives ``TERMINATE`` on its control socket.
+The write path has no device: the request loop owns its ROUTER.  See
+docs/decisions/0002-server-owns-the-write-router.md for the measurements
+behind both choices.
 """
 
 from __future__ import annotations

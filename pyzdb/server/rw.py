@@ -111,7 +111,7 @@ class ReadWriteServer:
         self._held: deque[tuple[list[bytes], Request]] = deque()
         """Other clients' requests that arrived while the lock was held, in arrival order."""
         self._context: zmq.Context | None = None
-        self._devices: list[QueueDevice] = []
+        self._read_queue: QueueDevice | None = None
         self._sockets: list[zmq.Socket] = []
         self._front: zmq.Socket | None = None
         self._lock_socket: zmq.Socket | None = None
@@ -167,9 +167,8 @@ class ReadWriteServer:
         try:
             self._front = self._router(self.config.write_client_uri)
             self._lock_socket = self._router(self.config.lock_uri)
-            read_backends = [self.config.read_server_uri]
-            self._devices.append(
-                QueueDevice(self._context, self.config.read_client_uri, read_backends, "read")
+            self._read_queue = QueueDevice(
+                self._context, self.config.read_client_uri, [self.config.read_server_uri], "read"
             )
         except BaseException:
             self._close_network()
@@ -185,8 +184,7 @@ class ReadWriteServer:
 
     def run(self) -> int:
         """Serve until stopped (after :meth:`bind`); return the process exit code."""
-        for device in self._devices:
-            device.start()
+        self._read_queue.start()
         self._install_signals()
         self._announce()
         try:
@@ -419,8 +417,8 @@ class ReadWriteServer:
     def _close_network(self) -> None:
         for sock in self._sockets:
             sock.close(linger=0)
-        for device in self._devices:
-            device.stop()
+        if self._read_queue is not None:
+            self._read_queue.stop()
         self._context.term()
 
 

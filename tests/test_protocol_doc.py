@@ -23,6 +23,7 @@ import zmq
 
 from helpers import ROOT, ServerProcess
 from pyzdb import errors, ops, protocol
+from pyzdb.server import outbox, sessions
 
 DOC = ROOT / "docs" / "protocol.md"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
@@ -208,6 +209,8 @@ def test_doc_states_the_real_limits():
     assert f"at most {protocol.codec.MAX_KEYS_PER_HASH} distinct keys" in doc
     assert f"at most {ops.MAX_REPEAT:,} items" in doc and f"more than {ops.MAX_REPEAT} items" in doc
     assert f"`v` | integer | *(required)* | protocol version: always `{protocol.VERSION}`" in doc
+    assert f"({outbox.QUEUED_LIMIT} bytes) of replies of {outbox.TRACK_FROM >> 10} KiB" in doc
+    assert f"**{sessions.WINDOW} writes**" in doc and f"longer than {sessions.KEEP_REPLY_BYTES}" in doc
 
 
 def test_architecture_module_map_lists_every_module():

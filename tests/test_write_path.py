@@ -325,3 +325,41 @@ def test_garbage_on_any_port_never_stalls_the_server(tmp_path, context, port_nam
         if replica is not None:
             replica.stop()
         server.stop()
+
+
+# --- a client that never reads its replies ----------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(ln for ln in status if ln.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_replies_queued_for_a_peer_that_never_reads_are_bounded_in_bytes(server, context) -> None:
+    """400 gets of a 0.5 MB value, never read: the server holds at most its per-peer limit, not 200 MB."""
+    value = "v" * (512 * 1024)
+    with Connection(server.write_uri, timeout=30) as conn:
+        conn.db["big"] = value
+        conn.db["small"] = 1
+        before = rss_mb(server.pid)
+        greedy = dealer(context, server.write_uri)
+        greedy.rcvhwm = 1  # take as little as possible off the server's hands
+        get = [json.dumps({"v": 1, "op": "get", "path": ["big"], "id": i}).encode() for i in range(400)]
+        send_all(greedy, get)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and conn.call("ping") and "not queued" not in server.log():
+            time.sleep(0.1)  # the server keeps answering others meanwhile
+        time.sleep(0.5)
+        grown = rss_mb(server.pid) - before
+        assert conn.db["small"]._run() == 1
+    assert grown < 120, f"the server grew by {grown:.0f} MiB for one client that reads nothing"
+    assert "was not queued" in server.log()
+    replies = receive(greedy, 400, wait=20)
+    assert len(replies) == 400  # every request was answered: the value while it fit, then a refusal
+    refused = [r for r in replies if b"are not read yet" in r]
+    assert refused and len(refused) < 400
+    with pytest.raises(errors.ProtocolError, match="the request itself was carried out"):
+        result_of(refused[0])
+    assert json.loads(refused[0])["id"] in range(400)

@@ -39,6 +39,7 @@ from pyzdb.server.config import ServerConfig, connectable
 from pyzdb.server.devices import QueueDevice
 from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
+from pyzdb.server.outbox import Outbox
 from pyzdb.server.sessions import Sessions
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
@@ -58,11 +59,11 @@ HELD_LIMIT = 10_000
 # pyzmq's enum constants and its Python-level helpers cost microseconds per call: a
 # getsockopt(RCVMORE) after each frame costs 1.7 us (it converts the option to an
 # enum), the Python send() wrapper 1.2 us per frame.  Reading "more" from the
-# received Frame and calling the Cython send directly takes one 3-frame request in
-# and its reply out in 5.0 us instead of 12.7 (timeit, ROUTER <-> DEALER on tcp).
-_EVENTS, _POLLIN, _SNDMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.SNDMORE)
+# received Frame and calling the Cython send directly (see outbox.py) takes one
+# 3-frame request in and its reply out in 5.0 us instead of 12.7 (timeit, ROUTER
+# <-> DEALER on tcp).
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _NOBLOCK = int(zmq.NOBLOCK)
-_send = zmq.backend.Socket.send
 
 
 def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
@@ -72,12 +73,6 @@ def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
         frame = sock.recv(copy=False)
         frames.append(frame.bytes)
     return frames
-
-
-def _send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
-    for frame in frames[:-1]:
-        _send(sock, frame, _SNDMORE)
-    _send(sock, frames[-1])
 
 
 def store_from_state(state: dict, undo_limit: int) -> tuple[Store, Sessions]:
@@ -115,6 +110,7 @@ class ReadWriteServer:
         self._sockets: list[zmq.Socket] = []
         self._front: zmq.Socket | None = None
         self._lock_socket: zmq.Socket | None = None
+        self._outbox = Outbox()
 
     def _recover(self) -> Handler:
         started = time.perf_counter()
@@ -300,7 +296,7 @@ class ReadWriteServer:
         except OSError as exc:
             log.critical("journal fsync failed; the writes of this batch may not be durable: %s", exc)
         for frames in replies:
-            _send_frames(sock, frames)
+            self._outbox.send(sock, frames)
 
     def _housekeeping(self) -> None:
         holder = self.lock.holder
@@ -318,6 +314,7 @@ class ReadWriteServer:
                 self._start_snapshot()
         if self.files.autosave_due():
             self._start_snapshot()
+        self._outbox.prune()
         expired = self.handler.sessions.expire()
         if expired:
             log.info("forgot the write records of %d client(s) idle for a day", expired)
@@ -400,7 +397,7 @@ class ReadWriteServer:
             else:
                 reply = protocol.error_reply(request.id, errors.StorageError(f"save failed: {why}"))
             self.handler.sessions.remember(request, reply)
-            _send_frames(self._front, [*envelope, reply])
+            self._outbox.send(self._front, [*envelope, reply])
 
     def _shutdown(self) -> None:
         try:

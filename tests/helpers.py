@@ -203,3 +203,15 @@ def run_clients(code: str, count: int, *args: str, timeout: float = 120.0) -> li
                 process.kill()
                 process.wait(5)
     return outputs
+
+
+def wait_until(condition, timeout: float = 5.0, interval: float = 0.05) -> None:
+    """Poll ``condition()`` until it is true; ``AssertionError`` after ``timeout`` seconds (bounded)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        if condition():
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

@@ -72,6 +72,13 @@ def names(conn: Any) -> list[str]:
     return conn.call("ts", (), "names")
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (the codec stores only Python's own types)."""
+    if type(value) not in (int, float, str) and type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 class CollectionRef:
     """A time-series collection on the server; every method is one request."""
 
@@ -125,7 +132,7 @@ class CollectionRef:
 
     def add(self, pk: str | int, t: float, v: float) -> None:
         """Add one sample to row ``pk`` at its time (creating the row when new)."""
-        self._call("add", pk, t, v)
+        self._call("add", _plain(pk), _plain(t), _plain(v))
 
     def madd(self, samples: list) -> None:
         """Add many ``(pk, t, v)`` samples in one request: all of them, or none."""
@@ -135,7 +142,7 @@ class CollectionRef:
         for i, sample in enumerate(rows):
             if len(sample) != 3:
                 raise ValueError(f"madd(): sample {i} is {sample!r}, not (pk, t, v)")
-        pks, times, values = ([s[k] for s in rows] for k in range(3))
+        pks, times, values = ([_plain(s[k]) for s in rows] for k in range(3))
         self._call("madd", pks, times, values)
 
     def range(
@@ -148,7 +155,10 @@ class CollectionRef:
         bucket: Any = None,
     ) -> list[tuple[float, float]]:
         """Samples ``[(t, v), ...]`` of row ``pk`` with ``start <= t <= end``, aggregated if asked."""
-        return list(self._call("range", pk, start, end, aggregation=aggregation, bucket=bucket))
+        found = self._call(
+            "range", pk, _plain(start), _plain(end), aggregation=aggregation, bucket=_plain(bucket)
+        )
+        return list(found)
 
     def mrange(
         self,
@@ -164,11 +174,11 @@ class CollectionRef:
         """``range`` of every row ``meta`` selects: ``{pk: [(t, v), ...]}``, or per group (``group_by``)."""
         found = self._call(
             "mrange",
-            start,
-            end,
+            _plain(start),
+            _plain(end),
             meta=meta,
             aggregation=aggregation,
-            bucket=bucket,
+            bucket=_plain(bucket),
             group_by=group_by,
             reduce=reduce,
         )

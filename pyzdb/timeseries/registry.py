@@ -273,7 +273,9 @@ def _madd(registry: Registry, coll: Collection, pks: Any, times: Any, values: An
     bad = np.flatnonzero(~np.isfinite(times))
     if len(bad):
         i = int(bad[0])
-        raise ValueError(f"{where}: sample {i} (pk {pks[i]!r}) has time {times[i]!r}, not a finite number")
+        raise ValueError(
+            f"{where}: sample {i} (pk {pks[i]!r}) has time {float(times[i])!r}, not a finite number"
+        )
     change = Change()
     for pk, indices in groups.items():
         at = np.array(indices) if len(groups) > 1 else slice(None)

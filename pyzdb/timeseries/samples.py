@@ -111,7 +111,7 @@ def _dedupe(times: np.ndarray, values: np.ndarray, policy: str, where: str) -> t
         return times, values
     if policy == "block":
         dup = times[np.flatnonzero(times[1:] == times[:-1])[0]]
-        raise ValueError(f"{where}: two samples at time {dup!r} (duplicate_policy 'block')")
+        raise ValueError(f"{where}: two samples at time {float(dup)!r} (duplicate_policy 'block')")
     ends = np.concatenate((starts[1:], [len(times)]))
     if policy == "last":
         combined = values[ends - 1]
@@ -168,7 +168,7 @@ def _merge(
     if existing.any():
         if policy == "block":
             raise ValueError(
-                f"{where}: a sample at time {times[existing][0]!r} exists (duplicate_policy 'block')"
+                f"{where}: a sample at time {float(times[existing][0])!r} exists (duplicate_policy 'block')"
             )
         kept_v[at[existing]] = _combine(policy, old_v[at[existing]], values[existing])
     merged_t = np.concatenate((old_t, times[~existing]))

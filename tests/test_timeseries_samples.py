@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import ServerProcess
-from pyzdb import TimeSeries
+from pyzdb import TimeSeries, errors
 from pyzdb.client import Connection
 
 AGGREGATIONS = [
@@ -333,3 +333,83 @@ def test_mrange_errors(farm):
         coll.mrange("-", "+", group_by=["server", "color"], reduce="sum")
     with pytest.raises(KeyError, match="no field 'color'"):
         coll.mrange("-", "+", meta={"color": "red"})
+
+
+# --- augmented_select ------------------------------------------------------------------------------
+
+
+def _reference_distance(x, y, grid=None, tx=None, ty=None):
+    """SPEC §9's formula, written out once more."""
+    if grid is not None:
+        points = np.linspace(*grid)
+        x, y = np.interp(points, tx, x), np.interp(points, ty, y)
+    x, y = (x - x.mean()) / x.std(), (y - y.mean()) / y.std()
+
+    def ccor(a, b):
+        return np.fft.irfft(np.fft.rfft(a) * np.conj(np.fft.rfft(b)), len(a)) / len(a)
+
+    k = np.exp(5 * ccor(x, y)).sum() / np.sqrt(np.exp(5 * ccor(x, x)).sum() * np.exp(5 * ccor(y, y)).sum())
+    return math.sqrt(max(0.0, 2 * (1 - k)))
+
+
+@pytest.fixture
+def waves(db):
+    coll = db.timeseries("waves", schema={"kind": str, "mean": float, "std": float}, index=["kind"])
+    t = np.arange(64, dtype=float)
+    series = {
+        "sin": np.sin(t / 5),
+        "cos": np.cos(t / 5),
+        "noise": np.random.default_rng(5).normal(size=64),
+        "ramp": t.copy(),
+    }
+    for pk, values in series.items():
+        coll.insert_ts(pk, TimeSeries(t, values))
+        coll.upsert_meta(pk, {"kind": "wave" if pk in ("sin", "cos") else "other"})
+    coll.upsert_meta("meta-only", {"kind": "wave"})
+    return coll, t, series
+
+
+def test_augmented_select_stats_and_corr(waves):
+    coll, t, series = waves
+    got = coll.augmented_select("stats", ["m", "s"])
+    assert list(got) == ["cos", "noise", "ramp", "sin"], "rows without a series are skipped"
+    for pk, values in series.items():
+        assert got[pk] == {"m": pytest.approx(np.mean(values)), "s": pytest.approx(np.std(values))}
+    got = coll.augmented_select(
+        "corr", ["d"], arg="sin", meta={"kind": "wave"}, additional={"sort_by": "-pk"}
+    )
+    assert list(got) == ["sin", "cos"]
+    assert got["sin"]["d"] == pytest.approx(0.0, abs=1e-6)
+    assert got["cos"]["d"] == pytest.approx(_reference_distance(series["sin"], series["cos"]))
+    shipped = TimeSeries(t, np.sin(t / 5 + 0.3))
+    got = coll.augmented_select("corr", "d", arg=shipped, meta={"pk": "noise"})
+    assert got["noise"]["d"] == pytest.approx(_reference_distance(np.sin(t / 5 + 0.3), series["noise"]))
+
+
+def test_corr_on_a_grid_resamples(db):
+    coll = db.timeseries("g", grid=(0, 10, 50))
+    ta, tb = np.linspace(0, 10, 40), np.sort(np.random.default_rng(2).uniform(-1, 11, 70))
+    coll.insert_ts("a", TimeSeries(ta, np.sin(ta)))
+    coll.insert_ts("b", TimeSeries(tb, np.cos(tb)))
+    got = coll.augmented_select("corr", ["d"], arg="a")
+    expected = _reference_distance(np.sin(ta), np.cos(tb), (0, 10, 50), ta, tb)
+    assert got["b"]["d"] == pytest.approx(expected)
+
+
+def test_augmented_select_errors(waves, db):
+    coll, t, _ = waves
+    with pytest.raises(errors.NotAllowedError, match="no procedure 'os.system'"):
+        coll.augmented_select("os.system", ["x"])
+    with pytest.raises(ValueError, match="'stats' gives 2 result"):
+        coll.augmented_select("stats", ["m"])
+    with pytest.raises(TypeError, match="'corr' needs an arg"):
+        coll.augmented_select("corr", ["d"])
+    with pytest.raises(KeyError, match="no pk 'nope'"):
+        coll.augmented_select("corr", ["d"], arg="nope")
+    coll.insert_ts("flat", TimeSeries(t, np.ones(64)))
+    with pytest.raises(ValueError, match="pk 'flat': a constant series has no distance"):
+        coll.augmented_select("corr", ["d"], arg="sin")
+    coll.delete_ts("flat")
+    coll.insert_ts("short", TimeSeries(t[:10], np.sin(t[:10])))
+    with pytest.raises(ValueError, match="pk 'short': series of 10 and 64 samples cannot be compared"):
+        coll.augmented_select("corr", ["d"], arg="sin")

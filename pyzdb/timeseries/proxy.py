@@ -130,6 +130,17 @@ class CollectionRef:
         """``{pk: {field: value}}`` of the rows matching ``meta``, in pk or ``sort_by`` order."""
         return self._call("select", meta, fields, additional)
 
+    def augmented_select(
+        self,
+        proc: str,
+        target: str | list[str],
+        arg: Any = None,
+        meta: dict | None = None,
+        additional: dict | None = None,
+    ) -> dict:
+        """``{pk: {target[i]: result[i]}}`` of a server procedure (``'stats'``, ``'corr'``) on each row."""
+        return self._call("augmented_select", proc, target, arg, meta, additional)
+
     def add(self, pk: str | int, t: float, v: float) -> None:
         """Add one sample to row ``pk`` at its time (creating the row when new)."""
         self._call("add", _plain(pk), _plain(t), _plain(v))

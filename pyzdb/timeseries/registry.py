@@ -31,7 +31,7 @@ import numpy as np
 from pyzdb import codec
 from pyzdb.errors import NotAllowedError
 from pyzdb.ops import Change
-from pyzdb.timeseries import aggregate, query
+from pyzdb.timeseries import aggregate, procedures, query
 from pyzdb.timeseries import schema as fields_
 from pyzdb.timeseries.calls import READ_CALLS, WRITE_CALLS
 from pyzdb.timeseries.collection import Collection, unhashable_indexed
@@ -222,6 +222,56 @@ def _select(
     return {pk: query.project(coll, pk, wanted) for pk in order}
 
 
+def _augmented_select(
+    _: Registry,
+    coll: Collection,
+    proc: Any,
+    target: Any,
+    arg: Any = None,
+    meta: Any = None,
+    additional: Any = None,
+) -> dict:
+    """``{pk: {target[i]: result[i]}}`` of a registered procedure on each selected row with a series."""
+    entry = procedures.PROCEDURES.get(proc) if type(proc) is str else None
+    if entry is None:
+        known = ", ".join(sorted(procedures.PROCEDURES))
+        raise NotAllowedError(f"collection {coll.name!r}: no procedure {proc!r} (procedures: {known})")
+    count, function = entry
+    names = [target] if type(target) is str else target
+    if type(names) not in (list, tuple) or len(names) != count or not all(type(n) is str for n in names):
+        raise ValueError(
+            f"collection {coll.name!r}: {proc!r} gives {count} result(s): target needs {count} names"
+        )
+    if proc == "corr":
+        arg = _corr_arg(coll, arg)
+    found = query.conditions(coll, meta)
+    order = query.ordered(coll, query.select_pks(coll, found), additional)
+    out = {}
+    for pk in order:
+        samples = coll.rows[pk].samples
+        if samples is None:
+            continue
+        try:
+            results = function(samples.times, samples.values, coll.options["grid"], arg)
+        except ValueError as exc:
+            raise ValueError(f"collection {coll.name!r}, pk {pk!r}: {exc}") from None
+        out[pk] = dict(zip(names, results, strict=True))
+    return out
+
+
+def _corr_arg(coll: Collection, arg: Any) -> tuple:
+    """The series ``corr`` compares with: a stored row's (by pk) or one sent with the call."""
+    if type(arg) in (str, int):
+        samples = _row(coll, arg).samples
+        if samples is None:
+            raise ValueError(f"collection {coll.name!r}: pk {arg!r} has no series to compare with")
+        return samples.times.copy(), samples.values.copy()
+    if arg is None:
+        raise TypeError(f"collection {coll.name!r}: 'corr' needs an arg: a series or a pk")
+    series = as_series(arg, f"collection {coll.name!r}: the arg of 'corr'")
+    return series.times, series.values
+
+
 # --- samples ------------------------------------------------------------------------------
 
 
@@ -375,6 +425,7 @@ _READERS: dict[str, Callable[..., Any]] = {
     "contains": _contains,
     "get": _get,
     "select": _select,
+    "augmented_select": _augmented_select,
     "range": _range,
     "mrange": _mrange,
 }

@@ -79,7 +79,7 @@ class TimeSeries:
             return f"TimeSeries({self._times.tolist()!r}, {self._values.tolist()!r})"
         head = _pairs(self._times[:_SHOWN], self._values[:_SHOWN])
         tail = _pairs(self._times[-_SHOWN:], self._values[-_SHOWN:])
-        return f"TimeSeries(<{len(self)} samples> [{head}, ..., {tail}])"
+        return f"TimeSeries([{head}, ..., {tail}], len={len(self)})"
 
     def __reduce__(self) -> tuple:
         return (TimeSeries._trusted, (self._times, self._values))

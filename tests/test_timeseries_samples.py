@@ -173,6 +173,11 @@ def test_long_series_grow_one_sample_at_a_time(db):
     for _ in range(100):
         db.undo()
     assert coll.range("p") == [(float(i), float(i)) for i in range(200)]
+    for _ in range(50):
+        db.redo()
+    db.undo()
+    db.redo()
+    assert coll.range("p") == [(float(i), float(i)) for i in range(250)]
 
 
 def test_samples_survive_sigkill_and_save(tmp_path):
@@ -191,6 +196,30 @@ def test_samples_survive_sigkill_and_save(tmp_path):
             conn.db.undo()
             conn.db.undo()
             assert coll.range("p") == [(float(t), float(t)) for t in range(50)]
+    finally:
+        server.stop()
+
+
+def test_undo_and_redo_of_appends_survive_a_snapshot(tmp_path):
+    server = ServerProcess(tmp_path / "db.pkl").start()
+    try:
+        with Connection(server.write_uri, timeout=10) as conn:
+            coll = conn.db.timeseries("s")
+            coll.madd([("p", t, float(t)) for t in range(10)])
+            coll.madd([("p", t, float(t)) for t in range(10, 20)])  # an append: its samples held once
+            conn.db.undo()
+            conn.db.redo()
+            conn.db.undo()
+            assert server.stop() == 0  # the final snapshot pickles the undone step
+            server.start()
+            assert coll.range("p") == [(float(t), float(t)) for t in range(10)]
+            conn.db.redo()
+            assert coll.range("p") == [(float(t), float(t)) for t in range(20)]
+            conn.db.save()
+            server.kill()
+            server.start()
+            conn.db.undo()
+            assert coll.range("p") == [(float(t), float(t)) for t in range(10)]
     finally:
         server.stop()
 

@@ -52,10 +52,23 @@ def aggregate(
         starts = np.array([0])
         reported = times[:1]
     else:
+        reported, starts = bucket_starts(times, bucket)
+    return reported, reduce_segments(values, starts, aggregation)
+
+
+def bucket_starts(times: np.ndarray, bucket: float) -> tuple[np.ndarray, np.ndarray]:
+    """The start time and first position of every non-empty bucket of sorted ``times``."""
+    first, last = math.floor(times[0] / bucket), math.floor(times[-1] / bucket)
+    if last - first + 1 > len(times):  # sparse: fewer samples than buckets, look at each sample
         keys = np.floor(times / bucket)
         starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
-        reported = keys[starts] * bucket
-    return reported, reduce_segments(values, starts, aggregation)
+        return keys[starts] * bucket, starts
+    # dense: a binary search per bucket edge instead of passes over every sample
+    edges = np.arange(first, last + 1, dtype=np.float64) * bucket
+    starts = np.searchsorted(times, edges, "left")
+    starts[0] = 0  # (first * bucket may round above the first time)
+    filled = np.flatnonzero(np.diff(np.append(starts, len(times))) > 0)
+    return edges[filled], starts[filled]
 
 
 def reduce_segments(values: np.ndarray, starts: np.ndarray, aggregation: str) -> np.ndarray:

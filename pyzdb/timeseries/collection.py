@@ -14,7 +14,46 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any
 
+import numpy as np
+
 from pyzdb.timeseries.samples import Samples
+
+_NOTHING = np.empty(0)
+
+
+class Appends:
+    """Samples one write appends after the last samples of rows: the usual write, made cheap to undo.
+
+    The undo log keeps the write's patches, ``append`` for redo and
+    ``truncate`` for undo, both holding this object.  It holds the samples
+    only while they are not in the rows (before the write, and while it is
+    undone): the log does not keep a second copy of every appended sample,
+    and a step costs about 16 bytes per row it appended to.
+    """
+
+    __slots__ = ("pks", "starts", "held")
+
+    def __init__(self) -> None:
+        self.pks: list = []
+        self.starts: Any = []
+        self.held: list | None = []
+
+    def add(self, pk: Any, start: int, times: np.ndarray, values: np.ndarray) -> None:
+        """Plan: row ``pk`` (``start`` samples long) gets ``times``/``values`` at its end."""
+        self.pks.append(pk)
+        self.starts.append(start)
+        self.held.append((times, values))
+
+    def seal(self) -> Appends:
+        """Done planning: the positions become one int64 array."""
+        self.starts = np.array(self.starts, dtype=np.int64)
+        return self
+
+    def __getstate__(self) -> tuple:
+        return (self.pks, self.starts, self.held)
+
+    def __setstate__(self, state: tuple) -> None:
+        self.pks, self.starts, self.held = state
 
 
 class Row:
@@ -84,6 +123,22 @@ class Collection:
     def splice(self, pk: Any, start: int, stop: int, times: Any, values: Any) -> None:
         """Change the samples of row ``pk`` (see :meth:`Samples.splice`)."""
         self.rows[pk].samples.splice(start, stop, times, values)
+
+    def append(self, appends: Appends) -> None:
+        """Append each row's new samples, then let go of them (see :class:`Appends`)."""
+        for pk, (times, values) in zip(appends.pks, appends.held, strict=True):
+            samples = self.rows[pk].samples
+            samples.splice(len(samples), len(samples), times, values)
+        appends.held = None
+
+    def truncate(self, appends: Appends) -> None:
+        """Cut the appended samples off again, holding them for a redo."""
+        held = []
+        for pk, start in zip(appends.pks, appends.starts.tolist(), strict=True):
+            samples = self.rows[pk].samples
+            held.append((samples.times[start:].copy(), samples.values[start:].copy()))
+            samples.splice(start, len(samples), _NOTHING, _NOTHING)
+        appends.held = held
 
     # --- pickling: the indexes are rebuilt, never trusted from disk -----------------
 

@@ -72,9 +72,13 @@ def names(conn: Any) -> list[str]:
     return conn.call("ts", (), "names")
 
 
+def _is_numpy(value: Any) -> bool:
+    return type(value).__module__ == "numpy"
+
+
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python number it holds (the codec stores only Python's own types)."""
-    if type(value) not in (int, float, str) and type(value).__module__ == "numpy" and hasattr(value, "item"):
+    if type(value) not in (int, float, str) and _is_numpy(value) and hasattr(value, "item"):
         return value.item()
     return value
 
@@ -110,6 +114,10 @@ class CollectionRef:
 
     def insert_ts(self, pk: str | int, series: Any) -> None:
         """Add row ``pk`` with a series, or give one to a row that has none (``ValueError`` if it has)."""
+        if type(series) in (tuple, list) and len(series) == 2 and any(map(_is_numpy, series)):
+            from pyzdb.timeseries.series import TimeSeries  # numpy arrays: numpy is loaded already
+
+            series = TimeSeries(*series)  # travels as $ts, not as a list of numbers
         self._call("insert_ts", pk, series)
 
     def upsert_meta(self, pk: str | int, meta: dict) -> None:
@@ -128,7 +136,8 @@ class CollectionRef:
         self, meta: dict | None = None, fields: list | None = None, additional: dict | None = None
     ) -> dict:
         """``{pk: {field: value}}`` of the rows matching ``meta``, in pk or ``sort_by`` order."""
-        return self._call("select", meta, fields, additional)
+        pks, rows = self._call("select", meta, fields, additional)
+        return {pk: {} for pk in pks} if rows is None else dict(zip(pks, rows, strict=True))
 
     def augmented_select(
         self,
@@ -149,12 +158,15 @@ class CollectionRef:
         """Add many ``(pk, t, v)`` samples in one request: all of them, or none."""
         if isinstance(samples, (str, bytes)) or not hasattr(samples, "__iter__"):
             raise TypeError("madd() takes a list of (pk, t, v) samples")
-        rows = [tuple(sample) for sample in samples]
-        for i, sample in enumerate(rows):
-            if len(sample) != 3:
-                raise ValueError(f"madd(): sample {i} is {sample!r}, not (pk, t, v)")
-        pks, times, values = ([_plain(s[k]) for s in rows] for k in range(3))
-        self._call("madd", pks, times, values)
+        samples = list(samples)
+        if set(map(len, samples)) - {3}:
+            i = next(i for i, sample in enumerate(samples) if len(sample) != 3)
+            raise ValueError(f"madd(): sample {i} is {samples[i]!r}, not (pk, t, v)")
+        columns = [list(column) for column in zip(*samples, strict=True)] if samples else [[], [], []]
+        for column in columns:
+            if not set(map(type, column)) <= {str, int, float}:  # numpy scalars: Python numbers
+                column[:] = map(_plain, column)
+        self._call("madd", *columns)
 
     def range(
         self,

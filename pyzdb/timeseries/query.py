@@ -165,7 +165,8 @@ def value_key(value: Any) -> tuple:
 def ordered(coll: Collection, pks: Any, additional: Any) -> list:
     """``pks`` in order: by pk, or by ``sort_by`` (ties by pk, rows lacking it last); then ``limit``."""
     sort_by, descending, limit = _additional(coll, additional)
-    result = sorted(pks, key=pk_key)
+    kinds = set(map(type, pks))
+    result = sorted(pks) if len(kinds) <= 1 else sorted(pks, key=pk_key)  # one type: no key calls
     if sort_by is not None and sort_by != "pk":
         rows = coll.rows
         having = [pk for pk in result if sort_by in rows[pk].fields]

@@ -10,6 +10,8 @@ number instead of JSON's 18.
 from __future__ import annotations
 
 import base64
+import binascii
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,8 +165,15 @@ def from_wire(payload: Any) -> TimeSeries:
     return TimeSeries._trusted(times, values)
 
 
+def _strict_b64decode(text: str) -> bytes:
+    # the C strict mode (3.11+) is several times faster than b64decode(validate=True)'s regex check
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)
+
+
 def _unb64(text: str) -> np.ndarray:
-    raw = base64.b64decode(text, validate=True)
+    raw = _strict_b64decode(text)
     if len(raw) % 8:
         raise ValueError("a $ts array must hold whole float64 numbers (8 bytes each)")
     return np.frombuffer(raw, dtype=_WIRE_DTYPE).astype(np.float64)

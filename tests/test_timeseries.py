@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
-from helpers import ServerProcess, wait_until
+from helpers import ROOT, ServerProcess, wait_until
 from pyzdb import TimeSeries, errors
 from pyzdb.client import Connection
 
@@ -368,3 +369,16 @@ def test_nan_values_are_stored(stars):
     stars.insert_ts("p", ([0, 1], [math.nan, 1.0]))
     assert math.isnan(stars.get("p")["mean"])
     assert stars.get("p")["ts"] == TimeSeries([0, 1], [math.nan, 1.0])
+
+
+def test_readme_example_runs_and_prints_what_it_says(db):
+    readme = (ROOT / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "db.timeseries(" in b)
+    namespace: dict = {"db": db}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    stars = namespace["stars"]
+    shown = [line.split("#", 1) for line in code.splitlines() if "  # " in line]  # expression # result
+    assert len(shown) == 2
+    for expression, result in shown:
+        assert repr(eval(expression.strip(), namespace)) == result.strip(), expression  # noqa: S307
+    assert stars.range("ts-2") == [(0.0, 1.0)]

@@ -330,8 +330,14 @@ def test_read_only_server_answers_reads_and_refuses_writes(server, db):
             )
             ro = reader.db.timeseries("stars", index=["order"])  # opening an existing one is a read
             wait_until(lambda: ro.select({"order": 1}) == {"a": {}})
-            assert len(ro) == 1 and ro.get("a")["order"] == 1
+            assert len(ro) == 1 and ro.get("a")["order"] == 1 and "a" in ro
             assert ro.range("a") == [(0.0, 0.5), (1.0, 0.2), (2.0, 0.9)]
+            assert ro.range("a", aggregation="max", bucket=2) == [(0.0, 0.5), (2.0, 0.9)]
+            assert ro.mrange("-", "+", group_by="order", reduce="sum") == {
+                1: [(0.0, 0.5), (1.0, 0.2), (2.0, 0.9)]
+            }
+            assert ro.augmented_select("stats", ["m", "s"])["a"]["m"] == pytest.approx(0.5333333333)
+            assert ro.options()["index"] == ["order"]
             with pytest.raises(errors.ReadOnlyError):
                 ro.upsert_meta("a", {"order": 2})
             with pytest.raises(errors.ReadOnlyError):

@@ -49,7 +49,14 @@ def scenarios(draw):
     )
     meta = st.lists(field_update, min_size=1, max_size=3).map(dict)
     upsert = st.tuples(st.just("upsert"), PKS, meta)
-    steps = draw(
+    # rows first, so that the filters have something to find; then random changes
+    full_meta = st.fixed_dictionaries({f: value(f) for f in FIELDS}).flatmap(
+        lambda row: st.sets(st.sampled_from(FIELDS), max_size=1).map(
+            lambda dropped: {f: v for f, v in row.items() if f not in dropped}
+        )
+    )
+    seed = draw(st.lists(st.tuples(st.just("upsert"), PKS, full_meta), min_size=3, max_size=6))
+    steps = seed + draw(
         st.lists(
             st.one_of(
                 upsert,
@@ -59,8 +66,7 @@ def scenarios(draw):
                 st.tuples(st.just("delete"), PKS),
                 st.tuples(st.just("undo")),
             ),
-            min_size=4,
-            max_size=20,
+            max_size=12,
         )
     )
     condition_field = st.sampled_from([*FIELDS, "pk"])
@@ -70,14 +76,18 @@ def scenarios(draw):
         return st.one_of(
             operand.map(lambda v: ("==", v)),
             st.tuples(st.sampled_from(OPS[:6]), operand),
+            st.tuples(st.sampled_from(["<", "<=", ">", ">="]), operand),  # ranges: the sorted keys
             st.tuples(st.sampled_from(["in", "not in"]), st.lists(operand, max_size=3)),
         )
 
     filters = draw(
         st.lists(
-            st.lists(condition_field, unique=True, max_size=3).flatmap(
+            st.lists(condition_field, unique=True, max_size=2).flatmap(
                 lambda shape: st.fixed_dictionaries(
-                    {f: st.lists(condition(f), min_size=1, max_size=2) for f in shape}
+                    {
+                        f: st.lists(condition(f), min_size=1, max_size=2 if len(shape) < 2 else 1)
+                        for f in shape
+                    }
                 )
             ),
             min_size=3,
@@ -136,7 +146,7 @@ def _model_order(model: dict, pks: list, sort, limit) -> list:
 
 
 @settings(
-    max_examples=150,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -7,10 +7,15 @@ loaded, and changed by the same three patch kinds that change the rows
 (``put``, ``delete``, ``splice``), so every write, undo and redo keeps them
 exact.  A row's fields dict is never changed in place: a new one replaces it,
 which lets undo steps keep the old one as it was.
+
+Each index also keeps its distinct values in order (:class:`SortedKeys`)
+while they are all numbers or all strings, so that ``<``, ``<=``, ``>`` and
+``>=`` on an indexed field find their values by binary search.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Hashable, Iterable
 from typing import Any
 
@@ -56,6 +61,60 @@ class Appends:
         self.pks, self.starts, self.held = state
 
 
+def key_kind(value: Any) -> str | None:
+    """``'num'`` or ``'str'``: values of one kind are ordered among themselves; ``None`` for others (nan)."""
+    kind = type(value)
+    if kind in (int, float, bool):
+        return "num" if value == value else None
+    return "str" if kind is str else None
+
+
+class SortedKeys:
+    """The distinct values of one index in order, while they are all of one :func:`key_kind`.
+
+    A value of another kind makes it unusable until the indexes are rebuilt
+    (on load); range conditions then test every distinct value instead.
+    """
+
+    __slots__ = ("keys", "kind", "usable")
+
+    def __init__(self, keys: Iterable = ()) -> None:
+        values = list(keys)
+        kinds = {key_kind(value) for value in values}
+        self.usable = len(kinds) <= 1 and None not in kinds
+        self.kind = next(iter(kinds)) if self.usable and kinds else None
+        self.keys = sorted(values) if self.usable else []
+
+    def add(self, value: Any) -> None:
+        """A new distinct value."""
+        if not self.usable:
+            return
+        kind = key_kind(value)
+        if kind is None or (self.keys and kind != self.kind):
+            self.usable, self.keys = False, []
+            return
+        self.kind = kind
+        bisect.insort(self.keys, value)
+
+    def remove(self, value: Any) -> None:
+        """A value no row holds any more."""
+        if self.usable:
+            del self.keys[bisect.bisect_left(self.keys, value)]
+
+    def matching(self, op: str, operand: Any) -> list | None:
+        """The values ``v`` with ``v op operand``, or ``None`` when this cannot tell (then test each)."""
+        if not self.usable or (self.keys and key_kind(operand) != self.kind):
+            return None
+        keys = self.keys
+        if op == "<":
+            return keys[: bisect.bisect_left(keys, operand)]
+        if op == "<=":
+            return keys[: bisect.bisect_right(keys, operand)]
+        if op == ">":
+            return keys[bisect.bisect_right(keys, operand) :]
+        return keys[bisect.bisect_left(keys, operand) :]  # ">="
+
+
 class Row:
     """The fields of one row and its samples (``None`` until it has a series)."""
 
@@ -80,6 +139,7 @@ class Collection:
         self.options = options
         self.rows: dict[Any, Row] = {}
         self.indexes: dict[str, dict[Any, set]] = {}
+        self.sorted_keys: dict[str, SortedKeys] = {}
         self._rebuild_indexes()
 
     @property
@@ -90,12 +150,21 @@ class Collection:
     def _rebuild_indexes(self) -> None:
         self.indexes = {field: {} for field in self.options["index"]}
         for pk, row in self.rows.items():
-            self._index(pk, row.fields)
+            for field, index in self.indexes.items():
+                if field in row.fields:
+                    index.setdefault(row.fields[field], set()).add(pk)
+        self.sorted_keys = {field: SortedKeys(index) for field, index in self.indexes.items()}
 
     def _index(self, pk: Any, fields: dict) -> None:
         for field, index in self.indexes.items():
             if field in fields:
-                index.setdefault(fields[field], set()).add(pk)
+                value = fields[field]
+                pks = index.get(value)
+                if pks is None:
+                    index[value] = {pk}
+                    self.sorted_keys[field].add(value)
+                else:
+                    pks.add(pk)
 
     def _unindex(self, pk: Any, fields: dict) -> None:
         for field, index in self.indexes.items():
@@ -105,6 +174,7 @@ class Collection:
                 pks.discard(pk)
                 if not pks:
                     del index[value]
+                    self.sorted_keys[field].remove(value)
 
     # --- the patches (pyzdb.timeseries.registry applies them) ------------------------
 

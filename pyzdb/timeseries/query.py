@@ -118,6 +118,9 @@ def _from_index(coll: Collection, field: str, op: str, operand: Any) -> set:
         wanted = [operand] if op in ("==", "!=") else operand
         hits = set().union(*(_lookup(index, item) for item in wanted))
         return hits if op in ("==", "in") else set(coll.rows).difference(hits)
+    values = coll.sorted_keys[field].matching(op, operand)
+    if values is not None:
+        return set().union(*(index[value] for value in values))
     return set().union(*(pks for value, pks in index.items() if matches(value, op, operand)))
 
 

@@ -1,8 +1,10 @@
 """``select``: filter rows by their fields, project fields, sort and limit (no I/O).
 
 A condition on an indexed field (or on ``pk``) is answered from the index:
-equality and ``in`` by lookups, the other operators by testing each distinct
-value the index holds, which gives the same rows as testing every row.
+equality and ``in`` by lookups, ``< <= > >=`` by binary search in the
+index's sorted values (or, when they are of mixed kinds, by testing each
+distinct value), ``!=`` and ``not in`` as complements: the same rows as
+testing every row.
 Conditions on other fields test the rows left by the indexed ones.  Every
 argument is checked before any row is looked at.
 """

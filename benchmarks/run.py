@@ -19,7 +19,9 @@ skips what is missing), then measures, on 127.0.0.1 and free ports:
    ``appendfsync always``;
 3. stores of 10k, 100k and 1M entries: start-up, resident memory and
    ``save()`` time against the same data in a plain dict, and how long
-   ``save()`` blocks a client hammering small reads.
+   ``save()`` blocks a client hammering small reads;
+4. time-series collections (``_timeseries.py``): indexed ``select``, ``madd``,
+   ``range`` with aggregation against numpy, memory per sample.
 
 It prints the table (stdout; progress goes to stderr), writes
 ``benchmarks/results/latest.json`` and draws ``docs/performance.png``
@@ -51,6 +53,7 @@ import _procs  # noqa: E402
 import _report  # noqa: E402
 import _setup  # noqa: E402
 import _stores  # noqa: E402
+import _timeseries  # noqa: E402
 from _setup import say  # noqa: E402
 
 ROOT = _procs.ROOT
@@ -412,7 +415,12 @@ def git_commit() -> str:
     return head.stdout.strip() + (" +changes in pyzdb/" if status.stdout.strip() else "")
 
 
-SECTIONS = {"requests": request_section, "durable": durable_section, "stores": store_section}
+SECTIONS = {
+    "requests": request_section,
+    "durable": durable_section,
+    "stores": store_section,
+    "timeseries": _timeseries.timeseries_section,
+}
 
 
 def run_section(bench: Bench, name: str) -> None:
@@ -492,7 +500,7 @@ def finish(results: dict, args: argparse.Namespace, can_chart: bool, wall: float
     """Targets, JSON, chart, table."""
     results["meta"]["load_after"] = os.getloadavg()[0]
     results["meta"]["wall_s"] = wall
-    results["targets"] = _report.targets(results)
+    results["targets"] = _report.targets(results) + _timeseries.targets(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1))
     say(f"results written to {args.output}")

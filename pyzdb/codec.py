@@ -19,6 +19,8 @@ any other dict                  ``{"$dict": [[key, value], ...]}``
 pyzdb.File (stored)             ``{"$file": {"name", "size", "location", "blob"}}``
 pyzdb.File (to store)           ``{"$file": {"path": "/on/server"}}`` or
                                 ``{"$file": {"name": ..., "frame": n}}``
+pyzdb.TimeSeries                ``{"$ts": ["<base64>", "<base64>"]}``
+                                (times, values: little-endian float64)
 ==============================  =========================================
 
 A File whose content is uploaded travels as frame ``n`` of the request; the
@@ -80,6 +82,16 @@ class _Unsupported(Exception):
         self.where = where
 
 
+_VALUE_ENCODERS: dict[type, Callable[[Any], Any]] = {}
+"""Value types defined outside this module (``TimeSeries``), registered when their module loads:
+no instance can exist before, and the codec does not import numpy for programs that never use one."""
+
+
+def register_value(kind: type, encoder: Callable[[Any], Any]) -> None:
+    """Make ``encoder(value)`` the JSON-ready form of values of type ``kind``."""
+    _VALUE_ENCODERS[kind] = encoder
+
+
 _upload_frames: ContextVar[list | None] = ContextVar("upload_frames", default=None)
 _seen_tags: ContextVar[dict | None] = ContextVar("seen_tags", default=None)
 
@@ -137,6 +149,9 @@ def _encode(value: Any, depth: int) -> Any:
         return _encode_file(value)
     if kind is bytes:
         return {"$bytes": base64.b64encode(value).decode("ascii")}
+    encoder = _VALUE_ENCODERS.get(kind)
+    if encoder is not None:
+        return encoder(value)
     raise _Unsupported(f"cannot store a value of type {kind.__name__}")
 
 
@@ -301,7 +316,14 @@ _TAGS = {
     "$dict": _dict_payload,
     "$slice": lambda payload: SliceTag(payload),
     "$file": files.from_wire,
+    "$ts": lambda payload: _timeseries().from_wire(payload),
 }
+
+
+def _timeseries() -> Any:
+    from pyzdb.timeseries import series  # numpy is loaded the first time a series arrives
+
+    return series
 
 
 class SliceTag:

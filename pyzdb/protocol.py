@@ -12,6 +12,7 @@ from typing import Any
 
 from pyzdb import codec, errors
 from pyzdb.ops import INPLACE_OPERATORS, WRITE_METHODS
+from pyzdb.timeseries.calls import WRITE_CALLS as TIMESERIES_WRITE_CALLS
 
 VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -72,6 +73,8 @@ def is_write(op: str, method: str | None = None) -> bool:
     """True if ``op`` (with ``method`` for ``call``) needs the read-write server."""
     if op == "call":
         return method in WRITE_METHODS
+    if op == "ts":  # a call on a time-series collection (pyzdb/timeseries/calls.py)
+        return method in TIMESERIES_WRITE_CALLS
     return op not in READ_OPS
 
 
@@ -222,9 +225,9 @@ def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Re
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
-    if op == "call":
+    if op in ("call", "ts"):
         if type(method) is not str:
-            raise errors.ProtocolError("'call' needs a 'method' string")
+            raise errors.ProtocolError(f"{op!r} needs a 'method' string")
         return
     if kwargs:
         raise errors.ProtocolError(f"{op!r} takes no keyword arguments")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from pyzdb.errors import NotAllowedError
+from pyzdb.timeseries import proxy as timeseries_proxy
 
 
 class Transport(Protocol):
@@ -156,6 +157,36 @@ class Root(Ref):
     def redo(self) -> None:
         """Redo the newest undone write (raises ``UndoError`` when there is none)."""
         self._conn.call("redo")
+
+    def timeseries(
+        self,
+        name: str,
+        *,
+        schema: dict | None = timeseries_proxy.DEFAULT_SCHEMA,
+        index: Any = timeseries_proxy.DEFAULT_INDEX,
+        grid: Any = timeseries_proxy.DEFAULT_GRID,
+        vantage_points: int = timeseries_proxy.DEFAULT_VANTAGE_POINTS,
+        duplicate_policy: str = timeseries_proxy.DEFAULT_DUPLICATE_POLICY,
+        retention: float = timeseries_proxy.DEFAULT_RETENTION,
+    ) -> timeseries_proxy.CollectionRef:
+        """The time-series collection ``name``, created when it does not exist (SPEC §8).
+
+        Options passed that differ from an existing collection's raise ``ValueError``;
+        ``db.timeseries(name)`` alone opens it as it is.
+        """
+        options = {
+            "schema": schema,
+            "index": index,
+            "grid": grid,
+            "vantage_points": vantage_points,
+            "duplicate_policy": duplicate_policy,
+            "retention": retention,
+        }
+        return timeseries_proxy.open_collection(self._conn, name, options)
+
+    def timeseries_names(self) -> list[str]:
+        """The names of the time-series collections."""
+        return timeseries_proxy.names(self._conn)
 
     def lock(self) -> None:
         """Take exclusive use of the read-write server (waits for the current holder)."""

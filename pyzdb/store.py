@@ -17,8 +17,20 @@ class Store:
         self.root: dict = {} if root is None else root
         self.history = UndoLog(undo_limit)
 
+    @property
+    def timeseries(self) -> Any:
+        """The time-series collections (``pyzdb.timeseries.registry.Registry``), kept with the undo log."""
+        registry = self.history.attached.get("timeseries")
+        if registry is None:
+            from pyzdb.timeseries.registry import Registry  # numpy: only for stores that use collections
+
+            registry = self.history.attached["timeseries"] = Registry()
+        return registry
+
     def read(self, op: str, path: Path = (), method: str | None = None, args=(), kwargs=None) -> Any:
         """Run a read operation; the result may be a live part of the store."""
+        if op == "ts":
+            return self.timeseries.read(tuple(path), method, list(args), kwargs or {})
         return ops.read(self.root, op, tuple(path), method, list(args), kwargs or {})
 
     def write(
@@ -35,7 +47,10 @@ class Store:
         ``before_apply`` runs once the write is known to be valid and before the
         store changes (the journal append); if it raises, nothing changes.
         """
-        change = ops.plan_write(self.root, op, tuple(path), method, list(args), kwargs or {})
+        if op == "ts":
+            change = self.timeseries.plan(tuple(path), method, list(args), kwargs or {})
+        else:
+            change = ops.plan_write(self.root, op, tuple(path), method, list(args), kwargs or {})
         if before_apply is not None:
             before_apply()
         apply_patches(self.root, change.forward)

@@ -14,6 +14,9 @@ patch                                       effect on ``node = resolve(path)``
 ``("assign", path, contents)``              replace all of ``node``'s contents
 ``("put_at", path, key, value, position)``  insert ``key`` into the dict ``node``
                                             so that it is the ``position``-th key
+``("object", (), target, *args)``           ``target.apply_patch(*args)``: a change to
+                                            data kept outside the tree (time-series
+                                            collections, ``pyzdb.timeseries.registry``)
 ==========================================  ===================================
 
 Every write is a list of patches, and so is its inverse (see ``pyzdb.undo``).
@@ -83,6 +86,10 @@ def _put_at(node: dict, key: Any, value: Any, position: int) -> None:
     node.update(items)
 
 
+def _object(_root: Any, target: Any, *args: Any) -> None:
+    target.apply_patch(*args)
+
+
 _APPLY = {
     "set": _set,
     "delete": _delete,
@@ -90,4 +97,5 @@ _APPLY = {
     "splice": _splice,
     "assign": _assign,
     "put_at": _put_at,
+    "object": _object,
 }

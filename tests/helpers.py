@@ -222,3 +222,15 @@ def raw_request(
         return sock.recv_multipart()
     finally:
         sock.close()
+
+
+def wait_until(condition, timeout: float = 5.0, interval: float = 0.05) -> None:
+    """Poll ``condition()`` until it is true; ``AssertionError`` after ``timeout`` seconds (bounded)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        if condition():
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")

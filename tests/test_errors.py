@@ -61,7 +61,7 @@ def test_exported_members():
     public = {
         name for name, obj in vars(pyzdb).items() if not name.startswith("_") and not inspect.ismodule(obj)
     }
-    assert set(pyzdb.__all__) - {"__version__"} == public
+    assert set(pyzdb.__all__) - {"__version__"} == public | set(pyzdb._LAZY)
     assert all(hasattr(pyzdb, name) for name in pyzdb.__all__)
     assert pyzdb.PyzdbError is errors.PyzdbError
 

@@ -69,7 +69,8 @@ def test_metrics_survive_restarts_of_gateway_and_server(server, tmp_path):
         with Client("127.0.0.1", gateway.port, timeout=10) as client:
             assert client.get("*") == written
         with Connection(server.write_uri, timeout=10) as conn:  # visible to any pyzdb client
-            assert conn.db["metrics"]["palm.cpu"]._run() == {1150864247: 42.3, 1150864248: 4.0}
+            metrics = conn.db.timeseries("metrics")
+            assert metrics.range("palm.cpu") == [(1150864247.0, 42.3), (1150864248.0, 4.0)]
     finally:
         gateway.stop()
 

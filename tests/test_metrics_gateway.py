@@ -7,6 +7,7 @@ Each test runs a pyzdb server (tests/helpers.ServerProcess) and the gateway
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,12 +15,14 @@ import time
 
 import pytest
 
-from helpers import ServerProcess, child_env
+from helpers import ROOT, ServerProcess, child_env
 from metrics_helpers import GatewayProcess, exchange, read_replies
+from pyzdb import TimeSeries
 from pyzdb.client import Connection
 from pyzdb.metrics import store as metrics_store
 from pyzdb.metrics.store import MetricsStore
 
+LEGACY = ROOT / "tests" / "data" / "legacy-metrics"
 OK = b"ok\n\n"
 WRONG = b"error\nwrong command\n\n"
 
@@ -47,7 +50,10 @@ def gateway(processes):
     """The module's gateway; the metrics are deleted after each test."""
     yield processes[1]
     with Connection(processes[0].write_uri, timeout=10) as conn:
-        conn.db.pop("metrics", None)
+        if "metrics" in conn.db.timeseries_names():
+            coll = conn.db.timeseries("metrics")
+            for pk in coll.select():
+                coll.delete_ts(pk)
 
 
 def test_put_and_get_examples_byte_for_byte(gateway, server):
@@ -60,16 +66,22 @@ def test_put_and_get_examples_byte_for_byte(gateway, server):
         assert (
             exchange(sock, b"get palm.cpu\n") == b"ok\npalm.cpu 42.3 1150864247\npalm.cpu 4.0 1150864248\n\n"
         )
-        assert exchange(sock, b"get *\n") == (
-            b"ok\npalm.cpu 42.3 1150864247\npalm.cpu 4.0 1150864248\n"
-            b"eardrum.memory 1024.0 1150864250\neardrum.memory 2048.0 1150864251\n\n"
+        assert exchange(sock, b"get *\n") == (  # keys in order
+            b"ok\neardrum.memory 1024.0 1150864250\neardrum.memory 2048.0 1150864251\n"
+            b"palm.cpu 42.3 1150864247\npalm.cpu 4.0 1150864248\n\n"
         )
         assert exchange(sock, b"get nothing.here\n") == OK
-    with Connection(server.write_uri, timeout=10) as conn:  # the documented place in the tree
-        assert conn.db["metrics"]._run() == {
-            "palm.cpu": {1150864247: 42.3, 1150864248: 4.0},
-            "eardrum.memory": {1150864251: 2048.0, 1150864250: 1024.0},
+    with Connection(server.write_uri, timeout=10) as conn:  # the documented place: the collection
+        metrics = conn.db.timeseries("metrics")
+        assert metrics.get("palm.cpu") == {
+            "pk": "palm.cpu",
+            "ts": TimeSeries([1150864247, 1150864248], [42.3, 4.0]),
+            "server": "palm",
+            "metric": "cpu",
         }
+        assert list(metrics.select({"server": "eardrum"})) == ["eardrum.memory"]
+        assert metrics.range("eardrum.memory", aggregation="sum", bucket=60) == [(1150864200.0, 3072.0)]
+        assert "metrics" not in conn.db
 
 
 def test_get_star_on_an_empty_store(gateway):
@@ -150,43 +162,39 @@ def test_puts_arriving_together_share_pyzdb_requests(gateway):
     assert sum(int(requests) for _, requests in batches) <= 20  # 200 without batching
 
 
-def test_store_writes_one_request_per_key_and_splits_large_batches(gateway, server, monkeypatch):
+def test_store_writes_one_request_per_batch_and_splits_large_ones(gateway, server, monkeypatch):
     monkeypatch.setattr(metrics_store, "MAX_POINTS_PER_REQUEST", 3)
     with Connection(server.write_uri, timeout=10) as conn:
         store = MetricsStore(conn)
-        assert store.write({"a": {1: 1.0}, "b": {1: 2.0}}) == set()  # creates db['metrics'], a, b
+        assert store.write({"a.x": {1: 1.0}, "b": {1: 2.0}}) == set()  # opens the collection, metadata
         sent = store.requests
-        assert store.write({"a": {2: 2.0}, "b": {2: 3.0, 3: 4.0}}) == set()
-        assert store.requests - sent == 2
-        assert store.write({"a": {t: float(t) for t in range(10, 17)}}) == set()
-        assert store.requests - sent == 2 + 3  # 7 points, at most 3 per request
-        assert conn.db["metrics"]._run() == {
-            "a": {1: 1.0, 2: 2.0, **{t: float(t) for t in range(10, 17)}},
-            "b": {1: 2.0, 2: 3.0, 3: 4.0},
+        assert store.write({"a.x": {2: 2.0}, "b": {2: 3.0}}) == set()
+        assert store.requests - sent == 1, "one madd for every key of the batch"
+        assert store.write({"a.x": {t: float(t) for t in range(10, 17)}}) == set()
+        assert store.requests - sent == 1 + 3  # 7 points, at most 3 per request
+        metrics = conn.db.timeseries("metrics")
+        assert metrics.range("a.x") == [
+            (1.0, 1.0),
+            (2.0, 2.0),
+            *((float(t), float(t)) for t in range(10, 17)),
+        ]
+        assert metrics.select(fields=[]) == {
+            "a.x": {"pk": "a.x", "server": "a", "metric": "x"},
+            "b": {"pk": "b", "metric": "b"},
         }
 
 
-class Interloper:
-    """A transport on which another client creates the key right after our first update failed."""
-
-    def __init__(self, conn: Connection, other: Connection) -> None:
-        self.conn, self.other = conn, other
-
-    def call(self, *args, **kwargs):
-        """Forward the request; on its first KeyError, let the other client write first."""
-        try:
-            return self.conn.call(*args, **kwargs)
-        except KeyError:
-            if self.other is not None:
-                self.other.db["metrics"] = {"k": {0: 9.0}}
-                self.other = None
-            raise
-
-
-def test_store_merges_into_a_key_another_writer_just_created(gateway, server):
-    with Connection(server.write_uri, timeout=10) as conn, Connection(server.write_uri, timeout=10) as other:
-        assert MetricsStore(Interloper(conn, other)).write({"k": {1: 1.0}}) == set()
-        assert conn.db["metrics"]._run() == {"k": {0: 9.0, 1: 1.0}}  # neither write lost
+def test_store_keeps_points_other_clients_put_and_recreates_a_dropped_collection(gateway, server):
+    with Connection(server.write_uri, timeout=10) as conn:
+        store = MetricsStore(conn)
+        assert store.write({"k": {1: 1.0}}) == set()
+        conn.db.timeseries("metrics").add("k", 0, 9.0)
+        assert store.write({"k": {2: 2.0}}) == set()
+        assert store.read("k") == {"k": {0: 9.0, 1: 1.0, 2: 2.0}}  # neither write lost
+        conn.db.timeseries("metrics").drop()
+        assert store.write({"k": {3: 3.0}}) == set()
+        assert store.read(None) == {"k": {3: 3.0}}
+        assert store.write({"huge": {2**60: 1.0}}) == {"huge"}, "beyond float64's exact integers"
 
 
 def test_no_ok_when_the_store_is_down(tmp_path):
@@ -199,7 +207,7 @@ def test_no_ok_when_the_store_is_down(tmp_path):
             assert server.stop() == 0
             assert exchange(sock, b"put lost 2 2\nget *\n", 2) == b"error\nstorage failed\n\n" * 2
             server.start()  # same store, same ports: the gateway's pyzdb connection carries on
-            assert exchange(sock, b"put after 3 3\nget *\n", 2) == OK + b"ok\nbefore 1.0 1\nafter 3.0 3\n\n"
+            assert exchange(sock, b"put after 3 3\nget *\n", 2) == OK + b"ok\nafter 3.0 3\nbefore 1.0 1\n\n"
         assert gateway.stop() == 0  # SIGTERM: a clean exit
     finally:
         gateway.stop()
@@ -217,3 +225,27 @@ def test_help_describes_the_protocol():
     assert done.returncode == 0
     for text in ("--host", "--port", "--db", "put <key> <value> <timestamp>", "wrong command", "127.0.0.1"):
         assert text in done.stdout
+
+
+def test_a_store_written_by_the_tree_layout_keeps_its_metrics(tmp_path):
+    """tests/data/legacy-metrics: a snapshot and a journal with metrics in db['metrics'] (pyzdb 67d8c6c)."""
+    for name in ("db.pkl", "db.pkl.journal.1"):
+        shutil.copy(LEGACY / name, tmp_path / name)
+    server = ServerProcess(tmp_path / "db.pkl").start()
+    try:
+        with GatewayProcess(server.write_uri, tmp_path) as gateway, gateway.connect() as sock:
+            assert exchange(sock, b"get *\n") == (
+                b"ok\neardrum.memory 1024.0 1150864250\neardrum.memory 2048.0 1150864251\n"
+                b"palm.cpu 42.3 1150864247\npalm.cpu 4.0 1150864248\nsolo 7.0 100\n\n"
+            )
+            assert exchange(sock, b"put palm.cpu 1.5 1150864249\nget palm.cpu\n", 2) == OK + (
+                b"ok\npalm.cpu 42.3 1150864247\npalm.cpu 4.0 1150864248\npalm.cpu 1.5 1150864249\n\n"
+            )
+        with Connection(server.write_uri, timeout=10) as conn:
+            assert "metrics" not in conn.db, "moved out of the tree"
+            assert conn.db["other"]._run() == {"kept": True}
+            metrics = conn.db.timeseries("metrics")
+            assert metrics.select({"metric": "cpu"}, fields=["server"]) == {"palm.cpu": {"server": "palm"}}
+            assert metrics.get("solo")["metric"] == "solo"
+    finally:
+        server.stop()

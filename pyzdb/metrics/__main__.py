@@ -18,7 +18,7 @@ protocol (one request per line; every reply ends with an empty line):
   anything malformed              ->  error / wrong command
   pyzdb did not confirm a write   ->  error / storage failed
 
-Points are stored in the pyzdb store as db['metrics'][key][timestamp] = value.
+Points are stored in the time-series collection 'metrics': one series per key (SPEC 7, 8).
 
 examples:
   pyzdb-server &                   the store (writes on tcp://localhost:5559)

@@ -12,8 +12,8 @@
   handed to the :class:`Batcher` together; a ``get`` first waits for the
   connection's earlier puts, so a client always reads its own writes.
 - The :class:`Batcher` collects every put that arrives while the previous
-  batch is being stored, and stores them as the next batch (one pyzdb request
-  per metric key in it, see ``pyzdb.metrics.store``).  A put's ``ok`` is sent
+  batch is being stored, and stores them as the next batch (one pyzdb ``madd``
+  request for all its keys, see ``pyzdb.metrics.store``).  A put's ``ok`` is sent
   only after the request holding its point succeeded; if it failed (pyzdb
   error, timeout) the put is answered ``error\\nstorage failed\\n\\n``.
 - The pyzdb client is blocking and one connection serves one thread, so every

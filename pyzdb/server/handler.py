@@ -138,7 +138,7 @@ class Handler:
             return self.store.read(op, request.path, request.method, request.args, request.kwargs)
         request = self._take_files(request)
         journaled = self._journal_hook(request)
-        if op in protocol.WRITE_OPS or op == "call":
+        if op in protocol.WRITE_OPS or op in ("call", "ts"):
             return self.store.write(op, request.path, request.method, request.args, request.kwargs, journaled)
         if op == "undo":
             return self.store.undo(journaled)

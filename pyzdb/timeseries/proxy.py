@@ -1,0 +1,208 @@
+"""The client's view of a time-series collection: each call is one request (no I/O of its own).
+
+``db.timeseries(name, ...)`` returns a :class:`CollectionRef`; its methods
+send ``{"op": "ts", "path": [name], "method": ...}`` through the connection's
+``call``, like every other reference (``pyzdb.proxy``).  Python types in a
+schema travel as their names, ``madd`` samples as three columns, and range
+answers as a ``TimeSeries`` (compact on the wire) turned back into
+``[(t, v), ...]`` here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool"}
+
+
+class Default:
+    """A keyword's default in ``db.timeseries``: distinguishable from the same value passed explicitly."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+DEFAULT_SCHEMA = Default(None)
+DEFAULT_INDEX = Default(())
+DEFAULT_GRID = Default(None)
+DEFAULT_VANTAGE_POINTS = Default(20)
+DEFAULT_DUPLICATE_POLICY = Default("last")
+DEFAULT_RETENTION = Default(0)
+
+
+def open_collection(conn: Any, name: str, options: dict) -> CollectionRef:
+    """Open collection ``name``, creating it if it does not exist (SPEC §8 ``db.timeseries``).
+
+    Only options passed explicitly are compared with an existing collection's
+    (``ValueError`` when they differ).  Opening is a read; creating, one write.
+    """
+    given = {
+        key: _wire_option(name, key, value) for key, value in options.items() if type(value) is not Default
+    }
+    if conn.call("ts", (name,), "open", (), given) is None:
+        conn.call("ts", (name,), "create", (), given)
+    return CollectionRef(conn, name)
+
+
+def _wire_option(name: str, key: str, value: Any) -> Any:
+    if key == "schema" and type(value) is dict:
+        return {field: _type_name(name, field, kind) for field, kind in value.items()}
+    if key == "index" and type(value) is tuple:
+        return list(value)
+    return value
+
+
+def _type_name(name: str, field: Any, kind: Any) -> Any:
+    if isinstance(kind, type):
+        if kind not in _TYPE_NAMES:
+            raise ValueError(
+                f"collection {name!r}: field {field!r} has type {kind.__name__}; use int, float, str or bool"
+            )
+        return _TYPE_NAMES[kind]
+    return kind  # a name ('int', ...) travels as it is; the server checks it
+
+
+def names(conn: Any) -> list[str]:
+    """The names of every collection."""
+    return conn.call("ts", (), "names")
+
+
+def _is_numpy(value: Any) -> bool:
+    return type(value).__module__ == "numpy"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (the codec stores only Python's own types)."""
+    if type(value) not in (int, float, str) and _is_numpy(value) and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+class CollectionRef:
+    """A time-series collection on the server; every method is one request."""
+
+    __slots__ = ("_conn", "name")
+
+    def __init__(self, conn: Any, name: str) -> None:
+        self._conn = conn
+        self.name = name
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._conn.call("ts", (self.name,), method, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<pyzdb timeseries {self.name!r}>"
+
+    def __len__(self) -> int:
+        return self._call("len")
+
+    def __contains__(self, pk: Any) -> bool:
+        return self._call("contains", pk)
+
+    def options(self) -> dict:
+        """The collection's options (schema as type names, index, duplicate_policy, retention, ...)."""
+        return self._conn.call("ts", (self.name,), "open")
+
+    def drop(self) -> None:
+        """Remove the collection and its rows (one write, undoable)."""
+        self._call("drop")
+
+    def insert_ts(self, pk: str | int, series: Any) -> None:
+        """Add row ``pk`` with a series, or give one to a row that has none (``ValueError`` if it has)."""
+        if type(series) in (tuple, list) and len(series) == 2 and any(map(_is_numpy, series)):
+            from pyzdb.timeseries.series import TimeSeries  # numpy arrays: numpy is loaded already
+
+            series = TimeSeries(*series)  # travels as $ts, not as a list of numbers
+        self._call("insert_ts", pk, series)
+
+    def upsert_meta(self, pk: str | int, meta: dict) -> None:
+        """Update row ``pk``'s fields (creating the row when new); a field set to ``None`` is removed."""
+        self._call("upsert_meta", pk, meta)
+
+    def delete_ts(self, pk: str | int) -> None:
+        """Remove row ``pk`` (``KeyError`` when missing)."""
+        self._call("delete_ts", pk)
+
+    def get(self, pk: str | int) -> dict:
+        """Row ``pk`` as ``{'pk': ..., 'ts': TimeSeries or None, **fields}`` (``KeyError`` when missing)."""
+        return self._call("get", pk)
+
+    def select(
+        self, meta: dict | None = None, fields: list | None = None, additional: dict | None = None
+    ) -> dict:
+        """``{pk: {field: value}}`` of the rows matching ``meta``, in pk or ``sort_by`` order."""
+        pks, rows = self._call("select", meta, fields, additional)
+        return {pk: {} for pk in pks} if rows is None else dict(zip(pks, rows, strict=True))
+
+    def augmented_select(
+        self,
+        proc: str,
+        target: str | list[str],
+        arg: Any = None,
+        meta: dict | None = None,
+        additional: dict | None = None,
+    ) -> dict:
+        """``{pk: {target[i]: result[i]}}`` of a server procedure (``'stats'``, ``'corr'``) on each row."""
+        return self._call("augmented_select", proc, target, arg, meta, additional)
+
+    def add(self, pk: str | int, t: float, v: float) -> None:
+        """Add one sample to row ``pk`` at its time (creating the row when new)."""
+        self._call("add", _plain(pk), _plain(t), _plain(v))
+
+    def madd(self, samples: list) -> None:
+        """Add many ``(pk, t, v)`` samples in one request: all of them, or none."""
+        if isinstance(samples, (str, bytes)) or not hasattr(samples, "__iter__"):
+            raise TypeError("madd() takes a list of (pk, t, v) samples")
+        samples = list(samples)
+        if set(map(len, samples)) - {3}:
+            i = next(i for i, sample in enumerate(samples) if len(sample) != 3)
+            raise ValueError(f"madd(): sample {i} is {samples[i]!r}, not (pk, t, v)")
+        columns = [list(column) for column in zip(*samples, strict=True)] if samples else [[], [], []]
+        for column in columns:
+            if not set(map(type, column)) <= {str, int, float}:  # numpy scalars: Python numbers
+                column[:] = map(_plain, column)
+        self._call("madd", *columns)
+
+    def range(
+        self,
+        pk: str | int,
+        start: Any = "-",
+        end: Any = "+",
+        *,
+        aggregation: str | None = None,
+        bucket: Any = None,
+    ) -> list[tuple[float, float]]:
+        """Samples ``[(t, v), ...]`` of row ``pk`` with ``start <= t <= end``, aggregated if asked."""
+        found = self._call(
+            "range", pk, _plain(start), _plain(end), aggregation=aggregation, bucket=_plain(bucket)
+        )
+        return list(found)
+
+    def mrange(
+        self,
+        start: Any = "-",
+        end: Any = "+",
+        *,
+        meta: dict | None = None,
+        aggregation: str | None = None,
+        bucket: Any = None,
+        group_by: Any = None,
+        reduce: str | None = None,
+    ) -> dict:
+        """``range`` of every row ``meta`` selects: ``{pk: [(t, v), ...]}``, or per group (``group_by``)."""
+        found = self._call(
+            "mrange",
+            _plain(start),
+            _plain(end),
+            meta=meta,
+            aggregation=aggregation,
+            bucket=_plain(bucket),
+            group_by=group_by,
+            reduce=reduce,
+        )
+        return {key: list(series) for key, series in found.items()}

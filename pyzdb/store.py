@@ -13,19 +13,32 @@ from pyzdb.undo import UndoLog
 class Store:
     """Nested dicts and lists with one undo step per write."""
 
-    def __init__(self, root: dict | None = None, undo_limit: int = 1000) -> None:
+    def __init__(self, root: dict | None = None, undo_limit: int = 1000, timeseries: Any = None) -> None:
         self.root: dict = {} if root is None else root
         self.history = UndoLog(undo_limit)
+        self._timeseries = timeseries
+
+    @classmethod
+    def from_state(cls, state: dict, undo_limit: int) -> Store:
+        """The store saved as :meth:`state` (any key may be missing: an older or an empty snapshot)."""
+        store = cls(state.get("root", {}), undo_limit, state.get("timeseries"))
+        if "history" in state:
+            store.history = state["history"]
+            store.history.resize(undo_limit)
+        return store
+
+    def state(self) -> dict:
+        """What a snapshot keeps of the store: pickled together, so undo steps and data stay shared."""
+        return {"root": self.root, "history": self.history, "timeseries": self._timeseries}
 
     @property
     def timeseries(self) -> Any:
-        """The time-series collections (``pyzdb.timeseries.registry.Registry``), kept with the undo log."""
-        registry = self.history.attached.get("timeseries")
-        if registry is None:
+        """The time-series collections (``pyzdb.timeseries.registry.Registry``), made on first use."""
+        if self._timeseries is None:
             from pyzdb.timeseries.registry import Registry  # numpy: only for stores that use collections
 
-            registry = self.history.attached["timeseries"] = Registry()
-        return registry
+            self._timeseries = Registry()
+        return self._timeseries
 
     def read(self, op: str, path: Path = (), method: str | None = None, args=(), kwargs=None) -> Any:
         """Run a read operation; the result may be a live part of the store."""

@@ -10,9 +10,8 @@ Patches may hold values that are also in the store.  That is safe because
 steps are undone and redone strictly in order: when a step is undone or
 redone, the store is exactly as it was when the step was recorded.  The log
 is pickled together with the store (one ``pickle.dump``), which keeps those
-shared values shared.  Data kept outside the tree that steps refer to (the
-time-series collections) rides in the log's ``attached`` dict, so it is saved
-and loaded with the log and stays shared with the steps.  See
+shared values shared, and so do the time-series collections that ``object``
+patches refer to (``Store.state``).  See
 docs/decisions/0001-own-undo-log.md for why pyzdb does not use the
 ``undoable`` package.
 """
@@ -38,8 +37,6 @@ class UndoLog:
         self.limit = limit
         self._undo: deque[Step] = deque(maxlen=limit)
         self._redo: list[Step] = []
-        self.attached: dict[str, Any] = {}
-        """Data outside the tree that steps' ``object`` patches change, pickled with the log."""
 
     def record(self, forward: list[Patch], inverse: list[Patch]) -> None:
         """Remember a write that has just been applied."""
@@ -77,13 +74,12 @@ class UndoLog:
         return len(self._redo)
 
     def __getstate__(self) -> dict:
-        return {"limit": self.limit, "undo": list(self._undo), "redo": self._redo, "attached": self.attached}
+        return {"limit": self.limit, "undo": list(self._undo), "redo": self._redo}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["limit"])
         self._undo.extend(state["undo"])
         self._redo.extend(state["redo"])
-        self.attached = state.get("attached", {})  # absent in snapshots from before collections
 
     def resize(self, limit: int) -> None:
         """Change the bound, keeping the newest steps."""

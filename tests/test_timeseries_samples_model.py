@@ -146,9 +146,7 @@ def test_sample_writes_match_a_plain_python_model(policy, retention, steps):
             model.undo.append(model.rows)
             model.rows = model.redo.pop()
         _check(store, model)
-    restored = pickle.loads(pickle.dumps({"root": store.root, "history": store.history}))
-    again = Store(restored["root"])
-    again.history = restored["history"]
+    again = Store.from_state(pickle.loads(pickle.dumps(store.state())), 1000)
     _check(again, model)
     while model.undo:  # the whole history undoes cleanly, down to the empty collection
         again.undo()

@@ -77,11 +77,7 @@ def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
 
 def store_from_state(state: dict, undo_limit: int) -> tuple[Store, Sessions]:
     """Build the store and the write-dedup table from a loaded snapshot state."""
-    store = Store(state.get("root", {}), undo_limit)
-    if "history" in state:
-        store.history = state["history"]
-        store.history.resize(undo_limit)
-    return store, state.get("sessions") or Sessions()
+    return Store.from_state(state, undo_limit), state.get("sessions") or Sessions()
 
 
 class ReadWriteServer:
@@ -138,11 +134,7 @@ class ReadWriteServer:
 
     def state(self) -> dict:
         """What a snapshot holds."""
-        return {
-            "root": self.handler.store.root,
-            "history": self.handler.store.history,
-            "sessions": self.handler.sessions,
-        }
+        return {**self.handler.store.state(), "sessions": self.handler.sessions}
 
     def _collect_blobs(self, state: dict, started: float) -> None:
         self.blobs.collect([state["root"], state["history"].__getstate__()], started)

@@ -16,9 +16,9 @@ hands it to :meth:`Registry.apply_patch`.  The kinds:
 ``("truncate", name, appends)``             cut them off again, held for a redo
 ==========================================  =====================================
 
-The registry lives in the undo log's ``attached`` dict, which is pickled with
-the log and the store in one snapshot, so the collections and the undo steps
-that refer to them stay one set of objects after a restart.
+The registry is pickled with the tree and the undo log in one snapshot
+(``Store.state``), so the collections and the undo steps that refer to them
+stay one set of objects after a restart.
 """
 
 from __future__ import annotations

@@ -363,3 +363,49 @@ def test_replies_queued_for_a_peer_that_never_reads_are_bounded_in_bytes(server,
     with pytest.raises(errors.ProtocolError, match="the request itself was carried out"):
         result_of(refused[0])
     assert json.loads(refused[0])["id"] in range(400)
+
+
+# --- a failed fsync under --fsync always ------------------------------------------------
+
+FAULTY_FSYNC = '''
+import errno, os
+_when = os.environ.get("PYZDB_TEST_FSYNC_FAILS_WHEN")
+if _when:
+    _fsync = os.fsync
+
+    def fsync(fd):
+        """Fail with EIO for a journal while the trigger file exists: a disk going bad."""
+        if os.path.exists(_when) and ".journal." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "injected fsync failure")
+        return _fsync(fd)
+
+    os.fsync = fsync
+'''
+
+
+def test_a_failed_fsync_is_never_acknowledged(tmp_path, monkeypatch) -> None:
+    """--fsync always: a failed journal fsync gets no reply, and the server stops (exit 1)."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "sitecustomize.py").write_text(FAULTY_FSYNC)
+    trigger = tmp_path / "disk-is-bad"
+    monkeypatch.setenv("PYTHONPATH", str(faults))
+    monkeypatch.setenv("PYZDB_TEST_FSYNC_FAILS_WHEN", str(trigger))
+    server = ServerProcess(tmp_path / "db.pkl", None, "--fsync", "always").start()
+    try:
+        with Connection(server.write_uri, timeout=10) as conn:
+            conn.db["acked"] = [1, 2]
+            trigger.touch()
+            conn.timeout = 2.0
+            with pytest.raises(errors.TimeoutError, match="may or may not have been applied"):
+                conn.db["unacked"] = 3
+        assert server.process.wait(15) == 1
+        assert "journal fsync failed" in server.log() and "not acknowledged" in server.log()
+    finally:
+        server.stop()
+    trigger.unlink()
+    server.start()
+    try:
+        assert current(server, "acked") == [1, 2]
+    finally:
+        server.stop()

@@ -95,6 +95,7 @@ class ReadWriteServer:
             raise
         self.lock = Lock(config.lock_timeout)
         self._stopping = False
+        self._exit_code = 0
         self._pending_saves: list[tuple[list[bytes], Request]] = []
         """save() requests answered when the running snapshot is on disk."""
         self._next_saves: list[tuple[list[bytes], Request]] = []
@@ -179,7 +180,7 @@ class ReadWriteServer:
             self._loop()
         finally:
             self._shutdown()
-        return 0
+        return self._exit_code
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -286,9 +287,28 @@ class ReadWriteServer:
         try:
             self.files.commit()
         except OSError as exc:
-            log.critical("journal fsync failed; the writes of this batch may not be durable: %s", exc)
+            self._stop_unacknowledged(exc)
+            return
         for frames in replies:
             self._outbox.send(sock, frames)
+
+    def _stop_unacknowledged(self, exc: OSError) -> None:
+        """With ``--fsync always``, a failed fsync: the batch is not answered and the server stops.
+
+        After a failed fsync the kernel may have dropped the journal's unwritten
+        pages, and a later fsync can succeed without them, so nothing written since
+        the last good one is known to be durable: acknowledging it would break
+        the policy's promise.  The clients get no reply (their writes may or may
+        not have been applied, and a resend after the restart is answered from
+        the dedup table); the final snapshot on the way out saves what it can.
+        """
+        log.critical(
+            "journal fsync failed (%s): the writes of this batch are not acknowledged and the server "
+            "stops; restart it once the disk is healthy",
+            exc,
+        )
+        self._stopping = True
+        self._exit_code = 1
 
     def _housekeeping(self) -> None:
         holder = self.lock.holder
@@ -399,7 +419,10 @@ class ReadWriteServer:
             self._answer_pending_saves(True)
         except OSError as exc:
             log.error("could not save on shutdown (the journal still holds every write): %s", exc)
-        self.files.close()
+        try:
+            self.files.close()
+        except OSError as exc:
+            log.error("could not sync the journal on shutdown: %s", exc)
         self._close_network()
         log.warning("pyzdb read-write server stopped")
 

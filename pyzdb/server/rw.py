@@ -35,7 +35,8 @@ import zmq
 
 from pyzdb import errors, protocol
 from pyzdb.protocol import Request
-from pyzdb.server.config import ServerConfig, connectable
+from pyzdb.server.auth import CLIENT_DOMAIN, RO, ZapHandler, secure
+from pyzdb.server.config import ServerConfig, connectable, is_loopback
 from pyzdb.server.devices import QueueDevice
 from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
@@ -71,6 +72,23 @@ def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
     while frame.more:
         frame = sock.recv(copy=False)
         frames.append(frame.bytes)
+    return frames
+
+
+class KeyedFrames(list):
+    """A message's frames and, under CURVE, the ``User-Id`` (client public key) it came with."""
+
+    __slots__ = ("user",)
+
+
+def _recv_keyed(sock: zmq.Socket, flags: int = 0) -> KeyedFrames:
+    """:func:`_recv_frames` that also reads the ``User-Id`` the ZAP handler gave the connection."""
+    frame = sock.recv(flags, copy=False)
+    frames = KeyedFrames((frame.bytes,))
+    while frame.more:
+        frame = sock.recv(copy=False)
+        frames.append(frame.bytes)
+    frames.user = frame.get("User-Id")
     return frames
 
 
@@ -115,6 +133,10 @@ class ReadWriteServer:
         self._sockets: list[zmq.Socket] = []
         self._front: zmq.Socket | None = None
         self._lock_socket: zmq.Socket | None = None
+        self._zap: ZapHandler | None = None
+        """The key checker under ``--curve`` (None without)."""
+        self._recv = _recv_frames
+        self._reload_keys = False
 
     def _recover(self) -> Handler:
         started = time.perf_counter()
@@ -165,11 +187,15 @@ class ReadWriteServer:
         """Bind the sockets and the read queue; on failure (an address in use) close everything and raise."""
         self._context = zmq.Context()
         try:
+            if self.config.curve is not None:
+                self._zap = ZapHandler(self._context, self.config.curve)
+                self._recv = _recv_keyed
             self._front = self._router(self.config.write_client_uri)
             self._lock_socket = self._router(self.config.lock_uri)
             read_backends = [self.config.read_server_uri]
+            ring = self._zap.ring if self._zap is not None else None
             self._devices.append(
-                QueueDevice(self._context, self.config.read_client_uri, read_backends, "read")
+                QueueDevice(self._context, self.config.read_client_uri, read_backends, "read", ring)
             )
         except BaseException:
             self._close_network()
@@ -180,6 +206,8 @@ class ReadWriteServer:
         sock = self._context.socket(zmq.ROUTER)
         self._sockets.append(sock)
         sock.linger = 0
+        if self._zap is not None:
+            secure(sock, self._zap.ring, CLIENT_DOMAIN)
         sock.bind(uri)
         return sock
 
@@ -199,10 +227,26 @@ class ReadWriteServer:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an error, not death
+        if self._zap is not None:
+            signal.signal(signal.SIGHUP, self._reload_keys_soon)
+
+    def _reload_keys_soon(self, *_: Any) -> None:
+        self._reload_keys = True
 
     def _announce(self) -> None:
+        if self._zap is not None:
+            log.warning("CURVE on, keys from %s: %s", self.config.curve, self._zap.ring.counts())
+        else:
+            exposed = [uri for uri in self._bound_uris() if not is_loopback(uri)]
+            if exposed:
+                log.warning(
+                    "listening beyond this machine (%s) without --curve: anyone who reaches these "
+                    "ports can read and change the store",
+                    ", ".join(exposed),
+                )
         if self.config.allow_exec:
-            log.warning("--allow-exec: any client can run Python code in this server")
+            who = "any read-write key" if self._zap is not None else "any client"
+            log.warning("--allow-exec: %s can run Python code in this server", who)
         log.warning(
             "pyzdb read-write server ready: writes %s, reads %s, lock %s, store %s, fsync %s",
             self.config.write_client_uri,
@@ -212,6 +256,10 @@ class ReadWriteServer:
             self.config.fsync,
         )
 
+    def _bound_uris(self) -> list[str]:
+        config = self.config
+        return [config.write_client_uri, config.lock_uri, config.read_client_uri, config.read_server_uri]
+
     def _loop(self) -> None:
         # A blocking receive with a timeout wakes faster than zmq.Poller (measured:
         # about 40 us less per request), so the write port is read that way while
@@ -219,7 +267,7 @@ class ReadWriteServer:
         # can: a request's cost here is mostly cache misses (see docs/performance.md),
         # so the periodic duties and the lock socket, which only matters to lock
         # holders, wait for a clock tick.
-        front, lock_socket = self._front, self._lock_socket
+        front, lock_socket, recv = self._front, self._lock_socket, self._recv
         front.rcvtimeo = POLL_MS
         clock = time.monotonic
         chores_due = 0.0
@@ -237,7 +285,7 @@ class ReadWriteServer:
                 self._serve_held()
             else:
                 try:
-                    first = _recv_frames(front)
+                    first = recv(front)
                 except zmq.Again:
                     chores_due = 0.0
                     continue
@@ -274,17 +322,27 @@ class ReadWriteServer:
         """
         replies: list[list[bytes]] = []
         lock_was_held = self.lock.held
+        recv, zap = self._recv, self._zap
         for _ in range(BATCH):
             if frames is None:
                 try:
-                    frames = _recv_frames(sock, _NOBLOCK)
+                    frames = recv(sock, _NOBLOCK)
                 except zmq.Again:
                     break
             envelope, body = _split_envelope(frames)
+            role = zap.ring.role(frames.user) if zap is not None else None
             frames = None
-            request = self.handler.parse(body)
-            reply = request if isinstance(request, bytes) else answer(envelope, request)
-            self._collect(replies, envelope, reply)
+            if zap is not None and role is None:
+                log.info("request from a key no longer allowed dropped (%s)", envelope[0].hex())
+            else:
+                request = self.handler.parse(body)
+                if isinstance(request, bytes):
+                    reply = request
+                elif role == RO and request.is_write:
+                    reply = _permission_denied(request)
+                else:
+                    reply = answer(envelope, request)
+                self._collect(replies, envelope, reply)
             if self.lock.held != lock_was_held or not sock.getsockopt(_EVENTS) & _POLLIN:
                 break  # nothing more waiting, or the lock changed hands: the rest is read anew
         self._commit_and_send(sock, replies)
@@ -305,6 +363,9 @@ class ReadWriteServer:
             _send_frames(sock, frames)
 
     def _housekeeping(self) -> None:
+        if self._reload_keys:
+            self._reload_keys = False
+            self._zap.reload()
         holder = self.lock.holder
         if self.lock.expire_if_silent():
             log.warning("lock of client %s released: silent for %.1f s", holder, self.lock.lease)
@@ -421,7 +482,16 @@ class ReadWriteServer:
             sock.close(linger=0)
         for device in self._devices:
             device.stop()
+        if self._zap is not None:
+            self._zap.stop()
         self._context.term()
+
+
+def _permission_denied(request: Request) -> bytes:
+    what = f"{request.method}()" if request.op == "call" else repr(request.op)
+    return protocol.error_reply(
+        request.id, errors.PermissionDeniedError(f"{what} needs a read-write key; this key is read-only")
+    )
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:

@@ -8,10 +8,12 @@ read queue).  Anything else gets nothing, and the server is unharmed.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 import zmq
 
 from helpers import ServerProcess, child_env, free_port_base, python_command
+from metrics_helpers import GatewayProcess, exchange
 from pyzdb import errors
 from pyzdb.client import Connection
 from pyzdb.keys import ClientKeys, make_client_keys, make_server_keys
@@ -384,3 +387,101 @@ def test_prompt_with_a_missing_key_file_says_so(tmp_path):
     )
     assert result.returncode == 1
     assert "nope.key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_removed_key_loses_the_read_queue_too(server, keydir):
+    ro = replica(server, keydir)
+    try:
+        with (
+            Connection(server.write_uri, server.read_uri, timeout=10, **keys_of(keydir, "alice")) as alice,
+            Connection(server.write_uri, server.read_uri, timeout=10, **keys_of(keydir, "bob")) as bob,
+        ):
+            alice.db["x"] = 1
+            alice.db.save()
+            assert read_until(bob, ("x",), 1) == 1  # bob reads through the read queue
+            (keydir / "clients" / "ro" / "bob.key").unlink()
+            server.send_signal(signal.SIGHUP)
+            assert wait_for_log(server, "read queue restarted")
+            bob.timeout, bob.retry_interval = REFUSED_WAIT, 0.5
+            refused(bob)  # his open connection to the read queue was dropped; he cannot make a new one
+            assert read_until(alice, ("x",), 1) == 1  # alice and the replica reconnected
+    finally:
+        ro.stop()
+
+
+class Relay:
+    """A TCP relay in front of one port that keeps every byte it forwards (both directions)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.seen = bytearray()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(10)
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = [self._listener]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        try:
+            inside, _ = self._listener.accept()
+        except OSError:
+            return
+        outside = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        self._sockets += [inside, outside]
+        for source, sink in ((inside, outside), (outside, inside)):
+            thread = threading.Thread(target=self._pump, args=(source, sink), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                self.seen += chunk
+                sink.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("curve", [True, False])
+def test_values_on_the_wire_are_encrypted_under_curve(tmp_path, keydir, curve):
+    value = "top-secret-value-0123456789"
+    extra, keys = (("--curve", str(keydir)), keys_of(keydir, "alice")) if curve else ((), {})
+    proc = ServerProcess(tmp_path / "db.pkl", None, *extra, keys=keys).start()
+    relay = Relay(proc.port_base + 1)
+    try:
+        with Connection(f"tcp://127.0.0.1:{relay.port}", timeout=10, **keys) as conn:
+            conn.db["x"] = value
+            assert conn.db["x"]._run() == value
+    finally:
+        relay.close()
+        proc.stop()
+    assert len(relay.seen) > 100
+    assert (value.encode() in relay.seen) is not curve
+
+
+def test_metrics_gateway_stores_into_a_curve_server(tmp_path, server, keydir):
+    keys = keys_of(keydir, "alice")
+    args = ("--server-key", keys["server_key"], "--client-key", keys["client_key"])
+    with GatewayProcess(server.write_uri, tmp_path, *args) as gateway, gateway.connect() as sock:
+        assert exchange(sock, b"put palm.cpu 42.5 1150864247\n") == b"ok\n\n"
+        assert exchange(sock, b"get palm.cpu\n") == b"ok\npalm.cpu 42.5 1150864247\n\n"
+    with Connection(server.write_uri, timeout=10, **keys) as alice:
+        assert alice.db["metrics"]["palm.cpu"]._run() == {1150864247: 42.5}
+
+
+def test_metrics_gateway_with_a_read_only_key_cannot_store(tmp_path, server, keydir):
+    keys = keys_of(keydir, "bob")
+    args = ("--server-key", keys["server_key"], "--client-key", keys["client_key"])
+    with GatewayProcess(server.write_uri, tmp_path, *args) as gateway, gateway.connect() as sock:
+        assert exchange(sock, b"put palm.cpu 42.5 1150864247\n").startswith(b"error\n")
+    with Connection(server.write_uri, timeout=10, **keys_of(keydir, "alice")) as alice:
+        assert "metrics" not in alice.db

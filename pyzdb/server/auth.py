@@ -137,13 +137,16 @@ class ZapHandler:
             return b"200", b"OK", f"replica:{key}".encode()
         return b"400", b"key not allowed here", b""
 
-    def reload(self) -> bool:
-        """Read the key folder again (SIGHUP); on any error keep the current keys and log why."""
+    def reload(self) -> int | None:
+        """Read the key folder again (SIGHUP); return how many keys went, None if it could not be read.
+
+        On any error the current keys stay, and the log says why.
+        """
         try:
             ring = KeyRing.load(self.keydir)
         except (OSError, ValueError) as exc:
             log.error("SIGHUP: keys not reloaded, keeping the previous ones: %s", exc)
-            return False
+            return None
         if ring.server_secret != self.ring.server_secret:
             log.warning("SIGHUP: the server key changed; restart the server to use it (keeping the old one)")
             ring = KeyRing(self.ring.server_public, self.ring.server_secret, ring.clients, ring.replicas)
@@ -152,7 +155,7 @@ class ZapHandler:
         log.warning(
             "SIGHUP: keys reloaded from %s: %s (%d removed)", self.keydir, ring.counts(), len(removed)
         )
-        return True
+        return len(removed)
 
     def stop(self) -> None:
         """Stop answering (before the context is terminated)."""

@@ -53,6 +53,8 @@ CHORES_S = 0.005
 """While requests keep coming, the periodic duties and the lock socket are looked at this often."""
 BATCH = 256
 """Most requests answered before their replies go out."""
+REBIND_S = 2.0
+"""How long a restart of the read queue (SIGHUP, keys removed) tries to bind its ports again."""
 HELD_LIMIT = 10_000
 """Most requests held while a client holds the lock; past it the write port is not read until unlock."""
 
@@ -192,15 +194,40 @@ class ReadWriteServer:
                 self._recv = _recv_keyed
             self._front = self._router(self.config.write_client_uri)
             self._lock_socket = self._router(self.config.lock_uri)
-            read_backends = [self.config.read_server_uri]
-            ring = self._zap.ring if self._zap is not None else None
-            self._devices.append(
-                QueueDevice(self._context, self.config.read_client_uri, read_backends, "read", ring)
-            )
+            self._devices.append(self._read_queue())
         except BaseException:
             self._close_network()
             self.files.close()
             raise
+
+    def _read_queue(self) -> QueueDevice:
+        ring = self._zap.ring if self._zap is not None else None
+        read_backends = [self.config.read_server_uri]
+        return QueueDevice(self._context, self.config.read_client_uri, read_backends, "read", ring)
+
+    def _restart_read_queue(self) -> None:
+        """Drop every connection to the read queue, so that each one handshakes again with the current keys.
+
+        The device cannot see a message's key, so this is how a removed key loses
+        the read queue; clients and read-only servers reconnect by themselves, and
+        a read caught in between is resent by the client (lazy pirate).
+        """
+        for device in self._devices:
+            device.stop()
+        self._devices = []
+        deadline = time.monotonic() + REBIND_S
+        while True:
+            try:
+                device = self._read_queue()
+                break
+            except zmq.ZMQError as exc:  # the old sockets' ports are released asynchronously
+                if time.monotonic() > deadline:
+                    log.error("read queue not restarted, reads through it are down until restart: %s", exc)
+                    return
+                time.sleep(0.01)
+        device.start()
+        self._devices.append(device)
+        log.warning("read queue restarted: its connections handshake again with the current keys")
 
     def _router(self, uri: str) -> zmq.Socket:
         sock = self._context.socket(zmq.ROUTER)
@@ -365,7 +392,8 @@ class ReadWriteServer:
     def _housekeeping(self) -> None:
         if self._reload_keys:
             self._reload_keys = False
-            self._zap.reload()
+            if self._zap.reload():  # some keys went: the write and lock ports drop theirs per request
+                self._restart_read_queue()
         holder = self.lock.holder
         if self.lock.expire_if_silent():
             log.warning("lock of client %s released: silent for %.1f s", holder, self.lock.lease)

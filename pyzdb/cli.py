@@ -82,6 +82,14 @@ def server_parser() -> argparse.ArgumentParser:
         help="let pyzdb-exec run Python code in the server (unsafe; under --curve, read-write keys only)",
     )
     parser.add_argument(
+        "--import-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="let File('/path/on/server') move files from DIR into the store (repeatable; "
+        "real paths, symlinks resolved; default: none, only File.upload())",
+    )
+    parser.add_argument(
         "--curve",
         metavar="KEYDIR",
         help="CURVE keys and encryption on every port, keys from KEYDIR (see pyzdb-keygen); "
@@ -154,6 +162,7 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         max_message_size=args.max_message_size,
         verbose=args.verbose,
         curve=None if args.read_only else args.curve,
+        import_dirs=tuple(args.import_dir),
         server_key=server_key,
         client_key=client_key,
     )

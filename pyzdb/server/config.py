@@ -35,6 +35,8 @@ class ServerConfig:
     autosave_seconds: float = 300.0
     max_message_size: int = MAX_MESSAGE_BYTES
     verbose: int = 0
+    import_dirs: tuple[str, ...] = ()
+    """Folders ``File("/path")`` may move files from (``--import-dir``, SPEC §4); none by default."""
     curve: str | None = None
     """Key folder (``--curve``): CURVE on every bound socket, keys checked by role (SPEC §11)."""
     server_key: str | None = None

@@ -116,7 +116,11 @@ class ReadWriteServer:
         self.config = config
         self.files = Persistence(config.db, config.fsync, config.autosave_writes, config.autosave_seconds)
         self.files.acquire()
-        self.blobs = BlobStore(config.db)
+        try:
+            self.blobs = BlobStore(config.db, config.import_dirs)
+        except BaseException:
+            self.files.close()
+            raise
         try:
             self.handler = self._recover()
         except BaseException:

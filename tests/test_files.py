@@ -116,3 +116,9 @@ def test_extra_frames_without_files_are_refused(server):
     finally:
         sock.close()
         context.term()
+
+
+def test_file_is_importable_from_the_package_root():
+    import pyzdb
+
+    assert pyzdb.File is File

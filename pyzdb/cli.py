@@ -95,7 +95,18 @@ def server_parser() -> argparse.ArgumentParser:
         help="CURVE keys and encryption on every port, keys from KEYDIR (see pyzdb-keygen); "
         "with -ro: the same as --server-key KEYDIR/server.key",
     )
-    add_key_options(parser, "a read-only server's (-ro: its replica key)")
+    parser.add_argument(
+        "--server-key",
+        metavar="PATH",
+        help="-ro under CURVE: the read-write server's public key file "
+        "(with --curve KEYDIR: KEYDIR/server.key)",
+    )
+    parser.add_argument(
+        "--client-key",
+        metavar="PATH",
+        help="-ro under CURVE: this read-only server's replica key "
+        "(NAME.key_secret, from pyzdb-keygen --role replica)",
+    )
     parser.add_argument(
         "--lock-timeout",
         type=float,

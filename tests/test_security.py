@@ -485,3 +485,15 @@ def test_metrics_gateway_with_a_read_only_key_cannot_store(tmp_path, server, key
         assert exchange(sock, b"put palm.cpu 42.5 1150864247\n").startswith(b"error\n")
     with Connection(server.write_uri, timeout=10, **keys_of(keydir, "alice")) as alice:
         assert "metrics" not in alice.db
+
+
+@pytest.mark.parametrize("curve", [False, True])
+def test_a_non_loopback_bind_without_curve_logs_a_warning(tmp_path, keydir, curve):
+    extra, keys = (["--curve", str(keydir)], keys_of(keydir, "alice")) if curve else ([], {})
+    proc = ServerProcess(tmp_path / "db.pkl", None, "--host", "0.0.0.0", *extra, keys=keys).start()
+    try:
+        assert wait_for_log(proc, "server ready")
+        warned = "without --curve: anyone who reaches these ports" in proc.log()
+        assert warned is not curve
+    finally:
+        proc.stop()

@@ -9,6 +9,7 @@ read queue).  Anything else gets nothing, and the server is unharmed.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -17,10 +18,11 @@ import threading
 import time
 from pathlib import Path
 
+import pexpect
 import pytest
 import zmq
 
-from helpers import ServerProcess, child_env, free_port_base, python_command
+from helpers import ROOT, ServerProcess, child_env, free_port_base, python_command
 from metrics_helpers import GatewayProcess, exchange
 from pyzdb import errors
 from pyzdb.client import Connection
@@ -495,5 +497,53 @@ def test_a_non_loopback_bind_without_curve_logs_a_warning(tmp_path, keydir, curv
         assert wait_for_log(proc, "server ready")
         warned = "without --curve: anyone who reaches these ports" in proc.log()
         assert warned is not curve
+    finally:
+        proc.stop()
+
+
+def _terminal(script: str, uri: str, keys: dict[str, str], history: Path) -> pexpect.spawn:
+    """``python script uri --server-key .. --client-key ..`` in a pseudo-terminal."""
+    env = dict(os.environ, TERM="dumb", INPUTRC="/dev/null", PYZDB_HISTORY=str(history), PYTHONPATH=str(ROOT))
+    args = [script, uri, "--server-key", keys["server_key"], "--client-key", keys["client_key"]]
+    return pexpect.spawn(
+        sys.executable, args, cwd=str(ROOT), env=env, timeout=10, encoding="utf-8", dimensions=(24, 200)
+    )
+
+
+def _type(child, line: str, prompt: str) -> list[str]:
+    child.sendline(line)
+    child.expect_exact(prompt)
+    echo, *printed = child.before.split("\r\n")
+    assert echo == line
+    return [text for text in printed if text]
+
+
+def test_the_prompts_take_keys(tmp_path, keydir):
+    proc = curve_server(tmp_path, keydir, "--allow-exec")
+    try:
+        bob = _terminal("client.py", proc.write_uri, keys_of(keydir, "bob"), tmp_path / "h1")
+        try:
+            bob.expect_exact("> ")
+            assert _type(bob, "db", "> ") == ["{}"]
+            assert _type(bob, "db['x'] = 4", "> ") == [
+                "PermissionDeniedError: 'set' needs a read-write key; this key is read-only"
+            ]
+        finally:
+            bob.close(force=True)
+        alice = _terminal("exec_client.py", proc.write_uri, keys_of(keydir, "alice"), tmp_path / "h2")
+        try:
+            alice.expect_exact(">>> ")
+            assert _type(alice, "db['x'] = 5; print(db['x'])", ">>> ") == ["5"]
+        finally:
+            alice.close(force=True)
+        bob = _terminal("exec_client.py", proc.write_uri, keys_of(keydir, "bob"), tmp_path / "h3")
+        try:
+            bob.expect_exact(">>> ")
+            (line,) = _type(bob, "db['x'] = 6", ">>> ")
+            assert line.startswith("PermissionDeniedError")
+        finally:
+            bob.close(force=True)
+        with Connection(proc.write_uri, timeout=10, **keys_of(keydir, "alice")) as conn:
+            assert conn.db["x"]._run() == 5
     finally:
         proc.stop()

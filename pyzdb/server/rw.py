@@ -19,6 +19,12 @@ requests (on the lock socket, or on the write port with its token) are
 served, resends of remembered writes (a lost ``lock()`` reply among them) are
 answered from the dedup table, and everyone else's requests are held, in
 arrival order, until the lock is released (see ``pyzdb.server.lock``).
+With ``--curve`` (``pyzdb.server.auth``) every bound socket is a CURVE
+server, and each received message carries the ``User-Id`` the ZAP handler
+gave its connection (the client's public key): the loop looks it up in the
+current key set for every request, drops those of keys no longer allowed,
+and refuses a read-only key's writes with ``PermissionDeniedError``.  SIGHUP
+reads the keys again.  Without ``--curve`` the receive path is the plain one.
 SIGTERM or SIGINT finish the current batch, write a final snapshot, release
 the store and exit 0.
 """
@@ -361,22 +367,34 @@ class ReadWriteServer:
                 except zmq.Again:
                     break
             envelope, body = _split_envelope(frames)
-            role = zap.ring.role(frames.user) if zap is not None else None
-            frames = None
-            if zap is not None and role is None:
-                log.info("request from a key no longer allowed dropped (%s)", envelope[0].hex())
-            else:
+            if zap is None:
                 request = self.handler.parse(body)
-                if isinstance(request, bytes):
-                    reply = request
-                elif role == RO and request.is_write:
-                    reply = _permission_denied(request)
-                else:
-                    reply = answer(envelope, request)
-                self._collect(replies, envelope, reply)
+                reply = request if isinstance(request, bytes) else answer(envelope, request)
+            else:
+                reply = self._keyed_reply(envelope, body, zap.ring.role(frames.user), answer)
+            frames = None
+            self._collect(replies, envelope, reply)
             if self.lock.held != lock_was_held or not sock.getsockopt(_EVENTS) & _POLLIN:
                 break  # nothing more waiting, or the lock changed hands: the rest is read anew
         self._commit_and_send(sock, replies)
+
+    def _keyed_reply(
+        self, envelope: list[bytes], body: list[bytes], role: str | None, answer
+    ) -> bytes | None:
+        """Under CURVE: the reply for the role of the key that sent ``body``; None drops the message.
+
+        A key removed on SIGHUP keeps its open connections, but its requests get
+        nothing; a read-only key's writes are refused before they reach the store.
+        """
+        if role is None:
+            log.info("request from a key no longer allowed dropped (%s)", envelope[0].hex())
+            return None
+        request = self.handler.parse(body)
+        if isinstance(request, bytes):
+            return request
+        if role == RO and request.is_write:
+            return _permission_denied(request)
+        return answer(envelope, request)
 
     @staticmethod
     def _collect(replies: list[list[bytes]], envelope: list[bytes], reply: bytes | None) -> None:

@@ -27,6 +27,8 @@ examples:
   printf 'put serv.cpu 0.5 1150864247\\nget *\\n' | nc 127.0.0.1 8765
 
 The gateway has no authentication: listening beyond 127.0.0.1 is your choice.
+A pyzdb server started with --curve needs --server-key KEYDIR/server.key and
+--client-key with a read-write key (pyzdb-keygen KEYDIR --client NAME --role rw).
 See docs/metrics.md.
 """
 

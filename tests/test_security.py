@@ -182,14 +182,15 @@ def _port_uris(server: ServerProcess) -> dict[str, str]:
     }
 
 
-def test_unknown_key_gets_nothing_on_any_client_port(server, keydir, outsider):
+def test_refused_keys_get_nothing_on_any_client_port(server, keydir, outsider):
     unknown = ClientKeys.load(outsider / "server.key", outsider / "private" / "eve.key_secret")
     wrong_server = ClientKeys.load(outsider / "server.key", keydir / "private" / "alice.key_secret")
     eve = ClientKeys.load(keydir / "server.key", outsider / "private" / "eve.key_secret")
+    replica_key = ClientKeys.load(keydir / "server.key", keydir / "private" / "ro1.key_secret")
     context = zmq.Context()
     try:
         for port, uri in _port_uris(server).items():
-            for keys in (None, unknown, wrong_server, eve):
+            for keys in (None, unknown, wrong_server, eve, replica_key):
                 sock = context.socket(zmq.REQ)
                 sock.linger = 0
                 if keys is not None:

@@ -34,7 +34,9 @@ def pyzdb_workload(spec: dict) -> Callable[[], object]:
     """One request of a pyzdb workload, through the synchronous client."""
     from pyzdb.client import Connection
 
-    conn = Connection(spec["uri"], timeout=60.0)
+    conn = Connection(
+        spec["uri"], timeout=60.0, server_key=spec.get("server_key"), client_key=spec.get("client_key")
+    )
     db = conn.db
     op = spec["op"]
     if op == "ping":

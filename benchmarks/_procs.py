@@ -128,7 +128,7 @@ def ping_request() -> bytes:
     return protocol.encode_request(protocol.build_request("ping", id=1))
 
 
-def wait_reply(uri: str, request: bytes, timeout: float = START_TIMEOUT) -> float:
+def wait_reply(uri: str, request: bytes, timeout: float = START_TIMEOUT, keys: dict | None = None) -> float:
     """Send ``request`` to ``uri`` (connecting before anything listens) and wait for the reply.
 
     Returns ``time.monotonic()`` at the reply.  The REQ socket retries its TCP
@@ -141,6 +141,10 @@ def wait_reply(uri: str, request: bytes, timeout: float = START_TIMEOUT) -> floa
     sock = context.socket(zmq.REQ)
     sock.linger = 0
     sock.setsockopt(zmq.RECONNECT_IVL, 5)
+    if keys:
+        from pyzdb.keys import ClientKeys
+
+        ClientKeys.load(keys["server_key"], keys["client_key"]).apply(sock)
     sock.connect(uri)
     try:
         sock.send(request)
@@ -164,15 +168,15 @@ class Server:
     """What the server itself logged for loading the snapshot and replaying the journal."""
 
 
-def start_pyzdb(db: Path, *extra: str) -> Server:
-    """Start a read-write server (logging at -v) and wait until it answers a ping."""
+def start_pyzdb(db: Path, *extra: str, keys: dict | None = None) -> Server:
+    """Start a read-write server (logging at -v) and wait until it answers a ping (with ``keys``: CURVE)."""
     base = free_port_base()
     log = db.with_name(f"{db.name}.{base}.log")
     started = time.monotonic()
     process = spawn(pyzdb_command(db, base, "-v", *extra), log)
     uri = write_uri(base)
     try:
-        answered = wait_reply(uri, ping_request())
+        answered = wait_reply(uri, ping_request(), keys=keys)
     except RuntimeError:
         stop(process, signal.SIGKILL)
         raise RuntimeError(f"pyzdb server did not start: {log.read_text(errors='replace')[-2000:]}") from None

@@ -92,6 +92,7 @@ WORKLOADS = {
     "floor_router": ("echo_router", "echo", "echo floor: REQ -> ROUTER like pyzdb's loop", "floor router"),
     "ping": ("pyzdb", "ping", "pyzdb ping", "ping"),
     "read": ("pyzdb", "read", "pyzdb read db['users']['u123']['name']", "read"),
+    "read_curve": ("pyzdb_curve", "read", "pyzdb read, server with --curve (CURVE keys)", "read CURVE"),
     "write": ("pyzdb", "write", "pyzdb write db['users'][k] = {...}", "write"),
     "write_window": ("pyzdb", "window", "pyzdb write, 8 in flight per DEALER client", "write x8"),
     "incr": ("pyzdb", "incr", "pyzdb db['counter'] += 1", "+= 1"),
@@ -156,6 +157,8 @@ def request_section(bench: Bench) -> None:
     targets["echo_router"] = (uri, router.pid)
     server = _procs.start_pyzdb(store)
     targets["pyzdb"] = (server.uri, server.process.pid)
+    curve, keys = start_curve_pyzdb(bench, store)
+    targets["pyzdb_curve"] = (curve.uri, curve.process.pid)
     redis_proc = start_plain_redis(bench, targets)
     names = [n for n in WORKLOADS if WORKLOADS[n][0] in targets]
     runs: dict[str, dict[int, list[dict]]] = {n: {c: [] for c in bench.config.clients} for n in names}
@@ -165,15 +168,32 @@ def request_section(bench: Bench) -> None:
             for name in names:
                 target, op = WORKLOADS[name][:2]
                 where, pid = targets[target]
-                spec = {"op": op, **address(where)}
+                spec = {"op": op, **address(where), **(keys if target == "pyzdb_curve" else {})}
                 runs[name][clients].append(bench.measure(spec, clients, pid, seconds))
     finally:
         for process in (direct, router, redis_proc):
             if process is not None:
                 _procs.stop(process)
         _procs.stop(server.process)
+        _procs.stop(curve.process)
     labels = {n: (WORKLOADS[n][2], WORKLOADS[n][3]) for n in names}
     bench.results["requests"] = summarize(runs, labels)
+
+
+def start_curve_pyzdb(bench: Bench, store: Path) -> tuple[_procs.Server, dict]:
+    """A second server on a copy of ``store``, with ``--curve`` and one read-write key; its client keys."""
+    from pyzdb.keys import make_client_keys, make_server_keys
+
+    keydir = bench.scratch / "keys"
+    make_server_keys(keydir)
+    make_client_keys(keydir, "bench", "rw")
+    keys = {
+        "server_key": str(keydir / "server.key"),
+        "client_key": str(keydir / "private" / "bench.key_secret"),
+    }
+    copy = store.with_name("requests-curve.pkl")
+    shutil.copyfile(store, copy)
+    return _procs.start_pyzdb(copy, "--curve", str(keydir), keys=keys), keys
 
 
 def passes(config: Config) -> list[tuple[int, float]]:

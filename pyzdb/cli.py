@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from pyzdb import __version__
 from pyzdb.client import DEFAULT_WRITE_URI
+from pyzdb.keys import SERVER_PUBLIC, client_keys
 from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig
 
 _POSITIONAL_URIS = ("write_client_uri", "write_server_uri", "read_client_uri", "read_server_uri", "lock_uri")
@@ -32,8 +34,15 @@ examples:
   pyzdb-server data.pkl --port-base 6000
   server.py db.pkl tcp://127.0.0.1:5559 tcp://127.0.0.1:5560 tcp://127.0.0.1:5561 tcp://127.0.0.1:5562 tcp://127.0.0.1:5558
 
-Every address is bound on 127.0.0.1 unless you name another interface:
-pyzdb has no authentication, so listening beyond this machine is your choice.
+Every address is bound on 127.0.0.1 unless you name another interface.
+Without --curve there is no authentication: anyone who reaches a port can read
+and change everything, so listening beyond this machine without --curve logs a
+warning. --curve KEYDIR (keys made by pyzdb-keygen) encrypts every port and
+lets in only the keys in KEYDIR/clients/rw, KEYDIR/clients/ro (reads only) and
+KEYDIR/replicas (read-only servers); SIGHUP reads them again
+(docs/security.md).
+  pyzdb-server --curve keys --host 0.0.0.0
+  pyzdb-server -ro --curve keys --client-key keys/private/ro1.key_secret
 """
 
 
@@ -68,7 +77,35 @@ def server_parser() -> argparse.ArgumentParser:
         "-ro", "--read-only", action="store_true", help="run a read-only server behind the read queue"
     )
     parser.add_argument(
-        "--allow-exec", action="store_true", help="let pyzdb-exec run Python code in the server (unsafe)"
+        "--allow-exec",
+        action="store_true",
+        help="let pyzdb-exec run Python code in the server (unsafe; under --curve, read-write keys only)",
+    )
+    parser.add_argument(
+        "--import-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="let File('/path/on/server') move files from DIR into the store (repeatable; "
+        "real paths, symlinks resolved; default: none, only File.upload())",
+    )
+    parser.add_argument(
+        "--curve",
+        metavar="KEYDIR",
+        help="CURVE keys and encryption on every port, keys from KEYDIR (see pyzdb-keygen); "
+        "with -ro: the same as --server-key KEYDIR/server.key",
+    )
+    parser.add_argument(
+        "--server-key",
+        metavar="PATH",
+        help="-ro under CURVE: the read-write server's public key file "
+        "(with --curve KEYDIR: KEYDIR/server.key)",
+    )
+    parser.add_argument(
+        "--client-key",
+        metavar="PATH",
+        help="-ro under CURVE: this read-only server's replica key "
+        "(NAME.key_secret, from pyzdb-keygen --role replica)",
     )
     parser.add_argument(
         "--lock-timeout",
@@ -121,6 +158,7 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         parser.error("--undo-limit cannot be negative")
     if args.lock_timeout <= 0:
         parser.error("--lock-timeout must be positive")
+    server_key, client_key = _server_keys(parser, args)
     config = ServerConfig.from_port_base(
         args.port_base,
         host=args.host,
@@ -134,12 +172,55 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         autosave_seconds=args.autosave_seconds,
         max_message_size=args.max_message_size,
         verbose=args.verbose,
+        curve=None if args.read_only else args.curve,
+        import_dirs=tuple(args.import_dir),
+        server_key=server_key,
+        client_key=client_key,
     )
     for name in _POSITIONAL_URIS:
         uri = getattr(args, f"opt_{name}") or getattr(args, name)
         if uri:
             setattr(config, name, uri)
     return config
+
+
+def _server_keys(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The key files a read-only server connects with (none for the read-write server)."""
+    if not args.read_only:
+        if args.server_key or args.client_key:
+            parser.error("--server-key/--client-key are for -ro; the read-write server takes --curve KEYDIR")
+        return None, None
+    server_key = args.server_key
+    if args.curve and not server_key:
+        server_key = os.path.join(args.curve, SERVER_PUBLIC)
+    if (server_key is None) != (args.client_key is None):
+        parser.error(
+            "a read-only server under CURVE needs --client-key (its replica .key_secret) "
+            "and --server-key or --curve KEYDIR"
+        )
+    return server_key, args.client_key
+
+
+def add_key_options(parser: argparse.ArgumentParser, whose: str) -> None:
+    """``--server-key`` / ``--client-key``: connect with CURVE to a server started with ``--curve``."""
+    parser.add_argument(
+        "--server-key",
+        metavar="PATH",
+        help="the server's public key file (KEYDIR/server.key), for a server started with --curve",
+    )
+    parser.add_argument(
+        "--client-key", metavar="PATH", help=f"{whose} secret key file (NAME.key_secret from pyzdb-keygen)"
+    )
+
+
+def _client_keys(prog: str, args: argparse.Namespace) -> dict[str, str | None] | None:
+    """The key options as ``Connection`` arguments, or None (after one line on stderr) if they are wrong."""
+    try:
+        client_keys(args.server_key, args.client_key)  # read them now: a clear line, not a traceback
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+    return {"server_key": args.server_key, "client_key": args.client_key}
 
 
 def setup_logging(verbose: int) -> None:
@@ -204,6 +285,7 @@ def client_parser(prog: str, description: str, read_uri: bool) -> argparse.Argum
         default=PROMPT_TIMEOUT,
         help="seconds to wait for a reply (default: %(default)s)",
     )
+    add_key_options(parser, "your")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more")
     return parser
 
@@ -214,7 +296,10 @@ def main_client(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from pyzdb.repl import run_prompt
 
-    return run_prompt(args.write_uri, args.read_uri, args.timeout)
+    keys = _client_keys("pyzdb", args)
+    if keys is None:
+        return 1
+    return run_prompt(args.write_uri, args.read_uri, args.timeout, **keys)
 
 
 def main_exec(argv: list[str] | None = None) -> int:
@@ -228,4 +313,7 @@ def main_exec(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     from pyzdb.repl import run_exec_prompt
 
-    return run_exec_prompt(args.write_uri, args.timeout)
+    keys = _client_keys("pyzdb-exec", args)
+    if keys is None:
+        return 1
+    return run_exec_prompt(args.write_uri, args.timeout, **keys)

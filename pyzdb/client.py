@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from pyzdb import errors, protocol
+from pyzdb.keys import ClientKeys, client_keys
 from pyzdb.proxy import Root
 
 DEFAULT_WRITE_URI = "tcp://localhost:5559"
@@ -43,8 +44,9 @@ _send = zmq.backend.Socket.send
 class Channel:
     """One REQ socket to one address, replaced whenever a reply is overdue."""
 
-    def __init__(self, context: zmq.Context, uri: str) -> None:
+    def __init__(self, context: zmq.Context, uri: str, keys: ClientKeys | None = None) -> None:
         self.uri = uri
+        self.keys = keys
         self._context = context
         self._socket: zmq.Socket | None = None
         self._wait_ms = -1
@@ -53,12 +55,23 @@ class Channel:
         if self._socket is None:
             self._socket = self._context.socket(zmq.REQ)
             self._socket.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:
+                self.keys.apply(self._socket)
             self._socket.connect(self.uri)
             self._wait_ms = -1
         if wait_ms != self._wait_ms:  # setting an option costs more than a round trip's Python work
             self._socket.setsockopt(zmq.RCVTIMEO, wait_ms)
             self._wait_ms = wait_ms
         return self._socket
+
+    def _timeout_message(self, timeout: float) -> str:
+        message = f"no reply from {self.uri} within {timeout:g} s"
+        if self.keys is not None:  # a refused CURVE key looks exactly like a silent server
+            message += (
+                "; check the keys: server_key must be the server's server.key, and your public key "
+                "must be in its clients/rw or clients/ro folder (the server reads them on SIGHUP)"
+            )
+        return message
 
     def reset(self) -> None:
         """Drop the socket (and anything queued in it)."""
@@ -86,7 +99,7 @@ class Channel:
             self.reset()
             remaining = deadline - time.monotonic()
             if remaining <= 0.001:
-                raise errors.TimeoutError(f"no reply from {self.uri} within {timeout:g} s")
+                raise errors.TimeoutError(self._timeout_message(timeout))
             wait = min(wait * 2, remaining)
 
 
@@ -99,13 +112,23 @@ class Connection:
         read_uri: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
+        *,
+        server_key: str | os.PathLike | None = None,
+        client_key: str | os.PathLike | None = None,
     ) -> None:
+        """Prepare the sockets (they connect on first use); with both keys, every socket uses CURVE.
+
+        ``server_key`` is the server's public key file (``server.key``), ``client_key``
+        this client's ``.key_secret`` file; a bad or missing file raises ``KeyFileError``
+        (a ``ValueError``) here, before anything is sent.
+        """
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.client_id = os.urandom(8).hex()
+        self.keys = client_keys(server_key, client_key)
         self._context = zmq.Context()
-        self._write = Channel(self._context, write_uri)
-        self._read = Channel(self._context, read_uri) if read_uri else self._write
+        self._write = Channel(self._context, write_uri, self.keys)
+        self._read = Channel(self._context, read_uri, self.keys) if read_uri else self._write
         self._lock: Channel | None = None
         self._token: str | None = None
         self._seq = 0
@@ -150,7 +173,7 @@ class Connection:
         if self._token is not None:
             raise errors.LockError("this connection already holds the lock")
         grant = self.call("lock")
-        self._lock = Channel(self._context, _lock_address(self._write.uri, grant["lock_uri"]))
+        self._lock = Channel(self._context, _lock_address(self._write.uri, grant["lock_uri"]), self.keys)
         self._token = grant["token"]
 
     def unlock(self) -> None:
@@ -198,16 +221,26 @@ def connect(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    *,
+    server_key: str | os.PathLike | None = None,
+    client_key: str | os.PathLike | None = None,
 ) -> Connection:
-    """Open a connection; use it as a context manager to close it on exit."""
-    return Connection(write_uri, read_uri, timeout)
+    """Open a connection; use it as a context manager to close it on exit (keys: SPEC §11)."""
+    return Connection(write_uri, read_uri, timeout, server_key=server_key, client_key=client_key)
 
 
 def client(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    *,
+    server_key: str | os.PathLike | None = None,
+    client_key: str | os.PathLike | None = None,
 ) -> tuple[Root, Connection]:
-    """Return ``(db, conn)``: the root reference and its connection (SPEC §3)."""
-    conn = Connection(write_uri, read_uri, timeout)
+    """Return ``(db, conn)``: the root reference and its connection (SPEC §3).
+
+    Against a server started with ``--curve``, pass ``server_key`` (the server's
+    ``server.key``) and ``client_key`` (your ``.key_secret``, SPEC §11).
+    """
+    conn = Connection(write_uri, read_uri, timeout, server_key=server_key, client_key=client_key)
     return conn.db, conn

@@ -6,6 +6,7 @@
      ├── ProtocolError          malformed, oversized or unsupported message
      ├── NotAllowedError        operation outside the allowlist (also AttributeError)
      ├── ReadOnlyError          a write sent to a read-only server
+ ├── PermissionDeniedError  a write (lock, save, exec) sent with a read-only CURVE key
      ├── UndoError              nothing to undo / nothing to redo
      ├── LockError              lock misuse: not held, expired, already held
      ├── ExecNotAllowedError    exec client used on a server without --allow-exec
@@ -66,6 +67,12 @@ class ReadOnlyError(PyzdbError):
     """A write request reached a read-only server."""
 
     wire_name = "ReadOnlyError"
+
+
+class PermissionDeniedError(PyzdbError):
+    """A write, ``lock()``, ``save()`` or exec sent with a read-only CURVE key (``--curve``)."""
+
+    wire_name = "PermissionDeniedError"
 
 
 class UndoError(PyzdbError):
@@ -156,6 +163,7 @@ _BY_WIRE_NAME: dict[str, type[PyzdbError]] = {
         ProtocolError,
         NotAllowedError,
         ReadOnlyError,
+        PermissionDeniedError,
         UndoError,
         LockError,
         ExecNotAllowedError,

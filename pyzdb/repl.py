@@ -145,13 +145,13 @@ def _with_history(console: _Console) -> int:
             pass
 
 
-def run_prompt(write_uri: str, read_uri: str | None, timeout: float) -> int:
-    """Run the ``client.py`` prompt until the user leaves."""
-    with Connection(write_uri, read_uri, timeout) as conn:
+def run_prompt(write_uri: str, read_uri: str | None, timeout: float, **keys: str | None) -> int:
+    """Run the ``client.py`` prompt until the user leaves (``keys``: ``server_key``, ``client_key``)."""
+    with Connection(write_uri, read_uri, timeout, **keys) as conn:
         return _with_history(Prompt(conn))
 
 
-def run_exec_prompt(uri: str, timeout: float) -> int:
-    """Run the ``exec_client.py`` prompt until the user leaves."""
-    with Connection(uri, timeout=timeout) as conn:
+def run_exec_prompt(uri: str, timeout: float, **keys: str | None) -> int:
+    """Run the ``exec_client.py`` prompt until the user leaves (``keys``: ``server_key``, ``client_key``)."""
+    with Connection(uri, timeout=timeout, **keys) as conn:
         return _with_history(ExecPrompt(conn))

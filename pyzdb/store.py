@@ -70,6 +70,10 @@ class Store:
         self.history.record(change.forward, change.inverse)
         return change.result
 
+    def plan(self, op: str, path: Path = (), method: str | None = None, args=(), kwargs=None) -> None:
+        """Check that a write would succeed, changing nothing (raises what :meth:`write` would)."""
+        ops.plan_write(self.root, op, tuple(path), method, list(args), kwargs or {})
+
     def undo(self, before_apply: Callable[[], None] | None = None) -> None:
         """Revert the newest write (raises ``UndoError`` when there is none)."""
         self.history.undo(self.root, before_apply)

@@ -114,8 +114,11 @@ class ServerProcess(ManagedProcess):
         *extra: str,
         read_only: bool = False,
         preexec_fn=None,
+        keys: dict | None = None,
     ) -> None:
         self.db = Path(db)
+        self.keys = keys or {}
+        """``server_key`` / ``client_key`` for the readiness ping of a server started with ``--curve``."""
         self.preexec_fn = preexec_fn
         self.port_base = port_base or free_port_base()
         self.extra = list(extra)
@@ -159,7 +162,7 @@ class ServerProcess(ManagedProcess):
                     raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
                 time.sleep(0.05)
             raise RuntimeError(f"read-only server not ready within {timeout} s: {self.log()}")
-        with Connection(self.write_uri, timeout=0.5, retry_interval=0.5) as conn:
+        with Connection(self.write_uri, timeout=0.5, retry_interval=0.5, **self.keys) as conn:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")

@@ -11,20 +11,37 @@ from pyzdb.client import Connection
 from pyzdb.files import File
 
 
+@pytest.fixture
+def inbox(tmp_path):
+    """The folder the ``importing`` server may move files from."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def importing(tmp_path, inbox):
+    """A read-write server started with ``--import-dir inbox``."""
+    proc = ServerProcess(tmp_path / "db.pkl", None, "--import-dir", str(inbox)).start()
+    yield proc
+    proc.stop()
+
+
 def _blobs(server: ServerProcess) -> list[str]:
     folder = server.db.with_name(server.db.name + ".blobs")
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".part")) if folder.exists() else []
 
 
-def test_server_file_is_moved_into_the_blob_folder(server, db, tmp_path):
-    source = tmp_path / "report.pdf"
+def test_server_file_is_moved_into_the_blob_folder(importing, inbox):
+    source = inbox / "report.pdf"
     source.write_bytes(b"%PDF-1.4 fake")
-    db["doc"] = File(source)
-    stored = db["doc"]._run()
+    with Connection(importing.write_uri, timeout=10) as conn:
+        conn.db["doc"] = File(source)
+        stored = conn.db["doc"]._run()
     assert isinstance(stored, File) and stored.name == "report.pdf" and stored.size == 13
     assert not source.exists(), "the server moves the file in"
     assert open(stored.location, "rb").read() == b"%PDF-1.4 fake"
-    assert _blobs(server) == [stored.blob]
+    assert _blobs(importing) == [stored.blob]
 
 
 def test_upload_travels_as_a_frame_and_nests(server, db, tmp_path):
@@ -37,10 +54,11 @@ def test_upload_travels_as_a_frame_and_nests(server, db, tmp_path):
     assert db["album"][0]._run() == photo
 
 
-def test_missing_server_file_is_a_clear_error_and_changes_nothing(db, tmp_path):
-    with pytest.raises(ValueError, match="no such file"):
-        db["x"] = File(tmp_path / "absent")
-    assert "x" not in db
+def test_missing_server_file_is_a_clear_error_and_changes_nothing(importing, inbox):
+    with Connection(importing.write_uri, timeout=10) as conn:
+        with pytest.raises(ValueError, match="no such file"):
+            conn.db["x"] = File(inbox / "absent")
+        assert "x" not in conn.db
 
 
 def test_forged_blob_reference_is_refused(conn):
@@ -69,8 +87,9 @@ def test_delete_keeps_blob_for_undo_and_save_drops_orphans(tmp_path):
         server.stop()
 
 
-def test_files_survive_sigkill_and_journal_replay(server, tmp_path):
-    source = tmp_path / "data.bin"
+def test_files_survive_sigkill_and_journal_replay(importing, inbox):
+    server = importing
+    source = inbox / "data.bin"
     source.write_bytes(b"payload")
     with Connection(server.write_uri, timeout=10) as conn:
         conn.db["f"] = File(source)
@@ -97,3 +116,9 @@ def test_extra_frames_without_files_are_refused(server):
     finally:
         sock.close()
         context.term()
+
+
+def test_file_is_importable_from_the_package_root():
+    import pyzdb
+
+    assert pyzdb.File is File

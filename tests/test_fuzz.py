@@ -30,6 +30,7 @@ import zmq
 
 from helpers import ServerProcess
 from pyzdb.client import Connection
+from pyzdb.keys import ClientKeys, make_client_keys, make_server_keys
 
 MESSAGES = int(os.environ.get("PYZDB_FUZZ", "2000"))
 """Messages per port and run."""
@@ -244,18 +245,39 @@ def message_frames(rng: random.Random) -> list[bytes]:
 # --- servers and checks ------------------------------------------------------------
 
 
-@pytest.fixture
-def servers(tmp_path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    """A read-write server holding the canary, and a read-only server behind its read queue."""
-    writer = ServerProcess(tmp_path / "db.pkl", None, "--lock-timeout", "2").start()
+@pytest.fixture(params=["plain", "curve"])
+def servers(request, tmp_path) -> Iterator[tuple[ServerProcess, ServerProcess, dict]]:
+    """A read-write server holding the canary, a read-only server behind its read queue, and keys.
+
+    Under ``curve`` both run with ``--curve`` and the fuzzer connects with allowed
+    keys (a read-write client key, a replica key on the read queue's server side):
+    the hostile messages are then what an authenticated peer can send.
+    """
+    extra, ro_extra, conn_keys, socket_keys = [], [], {}, {}
+    if request.param == "curve":
+        keydir = tmp_path / "keys"
+        make_server_keys(keydir)
+        for name, role in (("fuzzer", "rw"), ("replica", "replica")):
+            make_client_keys(keydir, name, role)
+        secrets = keydir / "private"
+        conn_keys = {
+            "server_key": str(keydir / "server.key"),
+            "client_key": str(secrets / "fuzzer.key_secret"),
+        }
+        client = ClientKeys.load(keydir / "server.key", secrets / "fuzzer.key_secret")
+        socket_keys = dict.fromkeys(PORTS, client)
+        socket_keys["read-backend"] = ClientKeys.load(keydir / "server.key", secrets / "replica.key_secret")
+        extra = ["--curve", str(keydir)]
+        ro_extra = [*extra, "--client-key", str(secrets / "replica.key_secret")]
+    writer = ServerProcess(tmp_path / "db.pkl", None, "--lock-timeout", "2", *extra, keys=conn_keys).start()
     reader = None
     try:
-        with Connection(writer.write_uri, timeout=10) as conn:
+        with Connection(writer.write_uri, timeout=10, **conn_keys) as conn:
             conn.db["canary"] = CANARY
             conn.db["fz"] = FZ
             conn.db.save()
-        reader = ServerProcess(writer.db, writer.port_base, read_only=True).start()
-        yield writer, reader
+        reader = ServerProcess(writer.db, writer.port_base, *ro_extra, read_only=True).start()
+        yield writer, reader, socket_keys
     finally:
         for proc in (reader, writer):
             if proc is not None:
@@ -274,10 +296,10 @@ def check(writer: ServerProcess, reader: ServerProcess) -> None:
     """Both servers alive; valid reads answered within 2 s on each queue, the canary unchanged."""
     assert not writer.exited(), writer.log()[-3000:]
     assert not reader.exited(), reader.log()[-3000:]
-    with Connection(writer.write_uri, timeout=CHECK_TIMEOUT) as conn:
+    with Connection(writer.write_uri, timeout=CHECK_TIMEOUT, **writer.keys) as conn:
         assert conn.db._run()["canary"] == CANARY, "the whole store reads back, the canary unchanged"
         conn.db["fz"] = FZ
-    with Connection(writer.write_uri, writer.read_uri, timeout=CHECK_TIMEOUT) as conn:
+    with Connection(writer.write_uri, writer.read_uri, timeout=CHECK_TIMEOUT, **writer.keys) as conn:
         assert conn.db["canary"]._run() == CANARY
 
 
@@ -320,7 +342,7 @@ def drain(sock: zmq.Socket, expected: int) -> int:
 
 @pytest.mark.parametrize("port", list(PORTS))
 def test_fuzzed_messages_never_harm_the_server(servers, port, report):
-    writer, reader = servers
+    writer, reader, keys = servers
     rng = random.Random(f"{SEED}-{port}")
     context = zmq.Context()
     sent = answerable = replies = 0
@@ -328,6 +350,8 @@ def test_fuzzed_messages_never_harm_the_server(servers, port, report):
         while sent < MESSAGES:
             sock = context.socket(zmq.DEALER)
             sock.linger = 0
+            if port in keys:
+                keys[port].apply(sock)
             sock.connect(f"tcp://127.0.0.1:{writer.port_base + PORTS[port]}")
             count = min(BATCH, MESSAGES - sent)
             expected = send_batch(sock, rng, count, port)

@@ -54,3 +54,22 @@ def test_loaded_store_stays_out_of_the_collectors_walks_across_snapshots(tmp_pat
     assert facts["snapshot_ok"] is True
     assert facts["enabled_after_snapshot"] is True
     assert facts["frozen_after_snapshot"] >= ENTRIES  # reaping the child did not thaw the store
+
+
+def test_a_damaged_snapshot_stops_start_up_naming_the_file_and_leaves_it(tmp_path):
+    from helpers import free_port_base, python_command
+
+    store = tmp_path / "db.pkl"
+    damaged = b"\x80\x05\x95garbage that is no pickle"
+    store.write_bytes(damaged)
+    result = subprocess.run(
+        python_command("server", "--db", str(store), "--port-base", str(free_port_base())),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert result.returncode == 1
+    assert f"cannot read the snapshot {store}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert store.read_bytes() == damaged

@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from pyzdb import __version__
-from pyzdb.cli import setup_logging
+from pyzdb.cli import add_key_options, setup_logging
 from pyzdb.client import DEFAULT_WRITE_URI
 from pyzdb.metrics.gateway import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_TIMEOUT, run_gateway
 
@@ -27,6 +27,8 @@ examples:
   printf 'put serv.cpu 0.5 1150864247\\nget *\\n' | nc 127.0.0.1 8765
 
 The gateway has no authentication: listening beyond 127.0.0.1 is your choice.
+A pyzdb server started with --curve needs --server-key KEYDIR/server.key and
+--client-key with a read-write key (pyzdb-keygen KEYDIR --client NAME --role rw).
 See docs/metrics.md.
 """
 
@@ -47,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="URI",
         help="write queue of the pyzdb server (default: %(default)s)",
     )
+    add_key_options(result, "the gateway's (read-write)")
     result.add_argument(
         "--timeout",
         type=float,
@@ -70,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         parser().error("--timeout must be positive")
     setup_logging(args.verbose)
+    keys = {"server_key": args.server_key, "client_key": args.client_key}
     try:
-        asyncio.run(run_gateway(args.host, args.port, args.db, args.timeout))
-    except OSError as exc:  # e.g. the port is taken: one clear line, not a traceback
+        asyncio.run(run_gateway(args.host, args.port, args.db, args.timeout, **keys))
+    except (OSError, ValueError) as exc:  # e.g. the port is taken: one clear line, not a traceback
         print(f"pyzdb-metrics: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

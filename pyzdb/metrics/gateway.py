@@ -184,14 +184,17 @@ async def run_gateway(
     port: int = DEFAULT_PORT,
     db_uri: str = DEFAULT_WRITE_URI,
     timeout: float = DEFAULT_TIMEOUT,
+    *,
+    server_key: str | None = None,
+    client_key: str | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop cleanly."""
+    """Serve until SIGTERM or SIGINT, then stop cleanly (the keys: a CURVE store, SPEC §11)."""
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyzdb-metrics")
-    conn = Connection(db_uri, timeout=timeout)
+    conn = Connection(db_uri, timeout=timeout, server_key=server_key, client_key=client_key)
     gateway = Gateway(Batcher(MetricsStore(conn), executor))
     server = await asyncio.start_server(gateway.serve_client, host, port)
     log.warning("pyzdb-metrics gateway ready: listening on %s:%d, storing in %s", host, port, db_uri)

@@ -35,6 +35,14 @@ class ServerConfig:
     autosave_seconds: float = 300.0
     max_message_size: int = MAX_MESSAGE_BYTES
     verbose: int = 0
+    import_dirs: tuple[str, ...] = ()
+    """Folders ``File("/path")`` may move files from (``--import-dir``, SPEC §4); none by default."""
+    curve: str | None = None
+    """Key folder (``--curve``): CURVE on every bound socket, keys checked by role (SPEC §11)."""
+    server_key: str | None = None
+    """Read-only server under CURVE: the server's public key file (``--server-key``)."""
+    client_key: str | None = None
+    """Read-only server under CURVE: its replica ``.key_secret`` file (``--client-key``)."""
 
     @classmethod
     def from_port_base(cls, base: int, host: str = DEFAULT_HOST, **settings) -> ServerConfig:
@@ -47,6 +55,14 @@ class ServerConfig:
             read_server_uri=tcp(host, base + 4),
             **settings,
         )
+
+
+def is_loopback(uri: str) -> bool:
+    """True if a bind address only listens on this machine (``tcp://127.x``, ``localhost``, ipc, inproc)."""
+    if not uri.startswith("tcp://"):
+        return True
+    host = uri[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def connectable(uri: str) -> str:

@@ -15,19 +15,34 @@ import threading
 
 import zmq
 
+from pyzdb.server.auth import CLIENT_DOMAIN, REPLICA_DOMAIN, KeyRing, secure
+
 _ids = itertools.count()
 
 
 class QueueDevice:
     """A ROUTER (clients connect) to DEALER (servers connect) proxy thread."""
 
-    def __init__(self, context: zmq.Context, frontend: str, backends: list[str], name: str) -> None:
+    def __init__(
+        self,
+        context: zmq.Context,
+        frontend: str,
+        backends: list[str],
+        name: str,
+        ring: KeyRing | None = None,
+    ) -> None:
+        """Bind ``frontend`` (clients) and ``backends`` (servers); with ``ring``, both under CURVE.
+
+        Under CURVE the frontend takes client keys and the backends replica keys
+        only, so a process without a replica key never receives a request.
+        """
         self.name = name
         self._context = context
+        self._ring = ring
         self._control_uri = f"inproc://pyzdb-{name}-control-{next(_ids)}"
-        self._frontend = self._bound(zmq.ROUTER, [frontend])
+        self._frontend = self._bound(zmq.ROUTER, [frontend], CLIENT_DOMAIN)
         try:
-            self._backend = self._bound(zmq.DEALER, backends)
+            self._backend = self._bound(zmq.DEALER, backends, REPLICA_DOMAIN)
         except zmq.ZMQError:
             self._frontend.close()
             raise
@@ -35,10 +50,12 @@ class QueueDevice:
         self._control = context.socket(zmq.PAIR)
         self._control.bind(self._control_uri)
 
-    def _bound(self, kind: int, uris: list[str]) -> zmq.Socket:
+    def _bound(self, kind: int, uris: list[str], domain: str) -> zmq.Socket:
         sock = self._context.socket(kind)
         sock.linger = 0
         try:
+            if self._ring is not None:
+                secure(sock, self._ring, domain)
             for uri in uris:
                 sock.bind(uri)
         except zmq.ZMQError:

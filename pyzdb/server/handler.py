@@ -136,7 +136,8 @@ class Handler:
             raise errors.ReadOnlyError(f"{_describe(request)} is a write; this server is read-only")
         if not write:
             return self.store.read(op, request.path, request.method, request.args, request.kwargs)
-        request = self._take_files(request)
+        if self.blobs is not None and (request.uploads or "$file" in request.tags):
+            request = self._take_files(request)
         journaled = self._journal_hook(request)
         if op in protocol.WRITE_OPS or op in ("call", "ts"):
             return self.store.write(op, request.path, request.method, request.args, request.kwargs, journaled)
@@ -151,10 +152,16 @@ class Handler:
         raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
 
     def _take_files(self, request: Request) -> Request:
-        """Move or store the request's files; the request to journal refers to stored blobs."""
-        if self.blobs is not None and (request.uploads or "$file" in request.tags):
-            return self.blobs.ingest(request)
-        return request
+        """Move or store the request's files; the request to journal refers to stored blobs.
+
+        Every file is checked, and the write planned, before anything is moved: a
+        refused file or a write that fails (``db['nope']['x'] = File(p)``) leaves
+        ``p`` where it was.
+        """
+        self.blobs.check(request)
+        if request.op in protocol.WRITE_OPS or request.op == "call":
+            self.store.plan(request.op, request.path, request.method, request.args, request.kwargs)
+        return self.blobs.ingest(request)
 
     def _journal_hook(self, request: Request) -> Callable[[], None] | None:
         if self.journal is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from pyzdb.keys import client_keys
 from pyzdb.server.config import ServerConfig, connectable
 from pyzdb.server.handler import Handler
 from pyzdb.server.rw import POLL_MS, store_from_state
@@ -32,6 +33,7 @@ class ReadOnlyServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self._keys = client_keys(config.server_key, config.client_key)
         self._stamp = snapshot.stamp(config.db)
         self.handler, self._follower = self._load()
         self._checked = time.monotonic()
@@ -74,6 +76,9 @@ class ReadOnlyServer:
         """Serve until stopped; return the process exit code."""
         context = zmq.Context()
         sock = context.socket(zmq.REP)
+        sock.linger = 0
+        if self._keys is not None:  # a replica key, or the read queue never routes a request here
+            self._keys.apply(sock)
         sock.connect(connectable(self.config.read_server_uri))
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)

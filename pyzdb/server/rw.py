@@ -19,6 +19,12 @@ requests (on the lock socket, or on the write port with its token) are
 served, resends of remembered writes (a lost ``lock()`` reply among them) are
 answered from the dedup table, and everyone else's requests are held, in
 arrival order, until the lock is released (see ``pyzdb.server.lock``).
+With ``--curve`` (``pyzdb.server.auth``) every bound socket is a CURVE
+server, and each received message carries the ``User-Id`` the ZAP handler
+gave its connection (the client's public key): the loop looks it up in the
+current key set for every request, drops those of keys no longer allowed,
+and refuses a read-only key's writes with ``PermissionDeniedError``.  SIGHUP
+reads the keys again.  Without ``--curve`` the receive path is the plain one.
 SIGTERM or SIGINT finish the current batch, write a final snapshot, release
 the store and exit 0.
 """
@@ -35,7 +41,8 @@ import zmq
 
 from pyzdb import errors, protocol
 from pyzdb.protocol import Request
-from pyzdb.server.config import ServerConfig, connectable
+from pyzdb.server.auth import CLIENT_DOMAIN, RO, ZapHandler, secure
+from pyzdb.server.config import ServerConfig, connectable, is_loopback
 from pyzdb.server.devices import QueueDevice
 from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
@@ -53,6 +60,8 @@ CHORES_S = 0.005
 """While requests keep coming, the periodic duties and the lock socket are looked at this often."""
 BATCH = 256
 """Most requests answered before their replies go out."""
+REBIND_S = 2.0
+"""How long a restart of the read queue (SIGHUP, keys removed) tries to bind its ports again."""
 HELD_LIMIT = 10_000
 """Most requests held while a client holds the lock; past it the write port is not read until unlock."""
 
@@ -75,6 +84,23 @@ def _recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
     return frames
 
 
+class KeyedFrames(list):
+    """A message's frames and, under CURVE, the ``User-Id`` (client public key) it came with."""
+
+    __slots__ = ("user",)
+
+
+def _recv_keyed(sock: zmq.Socket, flags: int = 0) -> KeyedFrames:
+    """:func:`_recv_frames` that also reads the ``User-Id`` the ZAP handler gave the connection."""
+    frame = sock.recv(flags, copy=False)
+    frames = KeyedFrames((frame.bytes,))
+    while frame.more:
+        frame = sock.recv(copy=False)
+        frames.append(frame.bytes)
+    frames.user = frame.get("User-Id")
+    return frames
+
+
 def store_from_state(state: dict, undo_limit: int) -> tuple[Store, Sessions]:
     """Build the store and the write-dedup table from a loaded snapshot state."""
     return Store.from_state(state, undo_limit), state.get("sessions") or Sessions()
@@ -87,7 +113,11 @@ class ReadWriteServer:
         self.config = config
         self.files = Persistence(config.db, config.fsync, config.autosave_writes, config.autosave_seconds)
         self.files.acquire()
-        self.blobs = BlobStore(config.db)
+        try:
+            self.blobs = BlobStore(config.db, config.import_dirs)
+        except BaseException:
+            self.files.close()
+            raise
         try:
             self.handler = self._recover()
         except BaseException:
@@ -108,6 +138,10 @@ class ReadWriteServer:
         self._front: zmq.Socket | None = None
         self._lock_socket: zmq.Socket | None = None
         self._outbox = Outbox()
+        self._zap: ZapHandler | None = None
+        """The key checker under ``--curve`` (None without)."""
+        self._recv = _recv_frames
+        self._reload_keys = False
 
     def _recover(self) -> Handler:
         started = time.perf_counter()
@@ -154,20 +188,51 @@ class ReadWriteServer:
         """Bind the sockets and the read queue; on failure (an address in use) close everything and raise."""
         self._context = zmq.Context()
         try:
+            if self.config.curve is not None:
+                self._zap = ZapHandler(self._context, self.config.curve)
+                self._recv = _recv_keyed
             self._front = self._router(self.config.write_client_uri)
             self._lock_socket = self._router(self.config.lock_uri)
-            self._read_queue = QueueDevice(
-                self._context, self.config.read_client_uri, [self.config.read_server_uri], "read"
-            )
+            self._read_queue = self._new_read_queue()
         except BaseException:
             self._close_network()
             self.files.close()
             raise
 
+    def _new_read_queue(self) -> QueueDevice:
+        ring = self._zap.ring if self._zap is not None else None
+        read_backends = [self.config.read_server_uri]
+        return QueueDevice(self._context, self.config.read_client_uri, read_backends, "read", ring)
+
+    def _restart_read_queue(self) -> None:
+        """Drop every connection to the read queue, so that each one handshakes again with the current keys.
+
+        The device cannot see a message's key, so this is how a removed key loses
+        the read queue; clients and read-only servers reconnect by themselves, and
+        a read caught in between is resent by the client (lazy pirate).
+        """
+        self._read_queue.stop()
+        self._read_queue = None
+        deadline = time.monotonic() + REBIND_S
+        while True:
+            try:
+                device = self._new_read_queue()
+                break
+            except zmq.ZMQError as exc:  # the old sockets' ports are released asynchronously
+                if time.monotonic() > deadline:
+                    log.error("read queue not restarted, reads through it are down until restart: %s", exc)
+                    return
+                time.sleep(0.01)
+        device.start()
+        self._read_queue = device
+        log.warning("read queue restarted: its connections handshake again with the current keys")
+
     def _router(self, uri: str) -> zmq.Socket:
         sock = self._context.socket(zmq.ROUTER)
         self._sockets.append(sock)
         sock.linger = 0
+        if self._zap is not None:
+            secure(sock, self._zap.ring, CLIENT_DOMAIN)
         sock.bind(uri)
         return sock
 
@@ -186,10 +251,26 @@ class ReadWriteServer:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an error, not death
+        if self._zap is not None:
+            signal.signal(signal.SIGHUP, self._reload_keys_soon)
+
+    def _reload_keys_soon(self, *_: Any) -> None:
+        self._reload_keys = True
 
     def _announce(self) -> None:
+        if self._zap is not None:
+            log.warning("CURVE on, keys from %s: %s", self.config.curve, self._zap.ring.counts())
+        else:
+            exposed = [uri for uri in self._bound_uris() if not is_loopback(uri)]
+            if exposed:
+                log.warning(
+                    "listening beyond this machine (%s) without --curve: anyone who reaches these "
+                    "ports can read and change the store",
+                    ", ".join(exposed),
+                )
         if self.config.allow_exec:
-            log.warning("--allow-exec: any client can run Python code in this server")
+            who = "any read-write key" if self._zap is not None else "any client"
+            log.warning("--allow-exec: %s can run Python code in this server", who)
         log.warning(
             "pyzdb read-write server ready: writes %s, reads %s, lock %s, store %s, fsync %s",
             self.config.write_client_uri,
@@ -199,6 +280,10 @@ class ReadWriteServer:
             self.config.fsync,
         )
 
+    def _bound_uris(self) -> list[str]:
+        config = self.config
+        return [config.write_client_uri, config.lock_uri, config.read_client_uri, config.read_server_uri]
+
     def _loop(self) -> None:
         # A blocking receive with a timeout wakes faster than zmq.Poller (measured:
         # about 40 us less per request), so the write port is read that way while
@@ -206,7 +291,7 @@ class ReadWriteServer:
         # can: a request's cost here is mostly cache misses (see docs/performance.md),
         # so the periodic duties and the lock socket, which only matters to lock
         # holders, wait for a clock tick.
-        front, lock_socket = self._front, self._lock_socket
+        front, lock_socket, recv = self._front, self._lock_socket, self._recv
         front.rcvtimeo = POLL_MS
         clock = time.monotonic
         chores_due = 0.0
@@ -224,7 +309,7 @@ class ReadWriteServer:
                 self._serve_held()
             else:
                 try:
-                    first = _recv_frames(front)
+                    first = recv(front)
                 except zmq.Again:
                     chores_due = 0.0
                     continue
@@ -261,20 +346,42 @@ class ReadWriteServer:
         """
         replies: list[list[bytes]] = []
         lock_was_held = self.lock.held
+        recv, zap = self._recv, self._zap
         for _ in range(BATCH):
             if frames is None:
                 try:
-                    frames = _recv_frames(sock, _NOBLOCK)
+                    frames = recv(sock, _NOBLOCK)
                 except zmq.Again:
                     break
             envelope, body = _split_envelope(frames)
+            if zap is None:
+                request = self.handler.parse(body)
+                reply = request if isinstance(request, bytes) else answer(envelope, request)
+            else:
+                reply = self._keyed_reply(envelope, body, zap.ring.role(frames.user), answer)
             frames = None
-            request = self.handler.parse(body)
-            reply = request if isinstance(request, bytes) else answer(envelope, request)
             self._collect(replies, envelope, reply)
             if self.lock.held != lock_was_held or not sock.getsockopt(_EVENTS) & _POLLIN:
                 break  # nothing more waiting, or the lock changed hands: the rest is read anew
         self._commit_and_send(sock, replies)
+
+    def _keyed_reply(
+        self, envelope: list[bytes], body: list[bytes], role: str | None, answer
+    ) -> bytes | None:
+        """Under CURVE: the reply for the role of the key that sent ``body``; None drops the message.
+
+        A key removed on SIGHUP keeps its open connections, but its requests get
+        nothing; a read-only key's writes are refused before they reach the store.
+        """
+        if role is None:
+            log.info("request from a key no longer allowed dropped (%s)", envelope[0].hex())
+            return None
+        request = self.handler.parse(body)
+        if isinstance(request, bytes):
+            return request
+        if role == RO and request.is_write:
+            return _permission_denied(request)
+        return answer(envelope, request)
 
     @staticmethod
     def _collect(replies: list[list[bytes]], envelope: list[bytes], reply: bytes | None) -> None:
@@ -311,6 +418,10 @@ class ReadWriteServer:
         self._exit_code = 1
 
     def _housekeeping(self) -> None:
+        if self._reload_keys:
+            self._reload_keys = False
+            if self._zap.reload():  # some keys went: the write and lock ports drop theirs per request
+                self._restart_read_queue()
         holder = self.lock.holder
         if self.lock.expire_if_silent():
             log.warning("lock of client %s released: silent for %.1f s", holder, self.lock.lease)
@@ -432,6 +543,13 @@ class ReadWriteServer:
         if self._read_queue is not None:
             self._read_queue.stop()
         self._context.term()
+
+
+def _permission_denied(request: Request) -> bytes:
+    what = f"{request.method}()" if request.op == "call" else repr(request.op)
+    return protocol.error_reply(
+        request.id, errors.PermissionDeniedError(f"{what} needs a read-write key; this key is read-only")
+    )
 
 
 def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:

@@ -7,6 +7,15 @@ file (blob id, size, location), so replaying the journal never moves or
 uploads anything again.  Each blob is fsynced into place before the write
 that refers to it is journaled.
 
+``File("/path/on/server")`` moves a file of the server's own disk, so it is
+refused (``NotAllowedError``) unless the server was started with
+``--import-dir DIR`` and the file's real path (symlinks and ``..``
+resolved) lies inside one of those folders; the store's own files (the
+store, its journals, its lock, its temporary files, the blob folder) are
+never importable.  The checks run before the write is planned, and the move
+only once the write is known to be valid, so a refused or failing write
+moves nothing.
+
 After a snapshot, blobs that neither the store nor its undo history refer to
 are deleted (only those older than the snapshot, so a blob taken in while the
 snapshot was written is kept): deleting or undoing never leaves a dangling
@@ -34,16 +43,57 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class BlobStore:
     """The blob folder of one store."""
 
-    def __init__(self, store_path: str | os.PathLike) -> None:
+    def __init__(self, store_path: str | os.PathLike, import_dirs: tuple[str, ...] = ()) -> None:
+        """The blob folder beside ``store_path``; ``import_dirs`` are the ``--import-dir`` folders."""
         store_path = Path(store_path).absolute()
         self.folder = store_path.with_name(store_path.name + ".blobs")
+        self._store_name = store_path.name
+        self._store_dir = Path(os.path.realpath(store_path.parent))
+        self.import_dirs = tuple(_import_dir(folder) for folder in import_dirs)
 
-    def ingest(self, request: Request) -> Request:
-        """Take the request's files into the folder; return the request as it must be journaled."""
+    def check(self, request: Request) -> list[File]:
+        """The request's files, once each may be taken in; raises (changing nothing) otherwise."""
         found = files_in(list(request.args)) + files_in(list(request.kwargs.values()))
         frames = {f.frame for f in found if f.frame is not None}
         if frames != set(range(1, len(request.uploads) + 1)):
             raise errors.ProtocolError("every extra frame must be the content of exactly one $file")
+        for file in found:
+            if file.stored:
+                if "/" in file.blob or not (self.folder / file.blob).is_file():
+                    raise ValueError(f"no blob {file.blob!r} in this store")
+            elif file.source is not None:
+                file.source = str(self.importable(file.source))
+        return found
+
+    def importable(self, source: str) -> Path:
+        """The real path of ``File(source)`` if the server may move it in; ``NotAllowedError`` if not."""
+        if not self.import_dirs:
+            raise errors.NotAllowedError(
+                f"File({source!r}) would move a file of the server's; the server takes them only "
+                "from folders named with --import-dir (File.upload() sends a file's content instead)"
+            )
+        real = Path(os.path.realpath(source))  # symlinks and '..' resolved
+        if not any(real.is_relative_to(folder) for folder in self.import_dirs):
+            raise errors.NotAllowedError(f"File({source!r}) is outside the server's --import-dir folders")
+        if self._is_own(real):
+            raise errors.NotAllowedError(f"File({source!r}) is one of the store's own files")
+        if not real.is_file():
+            raise ValueError(f"cannot store File({source!r}): no such file on the server")
+        return real
+
+    def _is_own(self, real: Path) -> bool:
+        """True for the store, its journals, lock and temporary files, and anything in the blob folder."""
+        blobs = Path(os.path.realpath(self.folder))
+        if real.is_relative_to(blobs) or real.is_relative_to(self.folder):
+            return True
+        return real.parent == self._store_dir and real.name.startswith(self._store_name)
+
+    def ingest(self, request: Request) -> Request:
+        """Take the request's files into the folder; return the request as it must be journaled.
+
+        Call :meth:`check` first, and this only once the write is known to be valid.
+        """
+        found = self.check(request)
         if not found:
             return request
         for file in found:
@@ -65,8 +115,6 @@ class BlobStore:
 
     def _take(self, file: File, uploads: tuple[bytes, ...]) -> None:
         if file.stored:
-            if "/" in file.blob or not (self.folder / file.blob).is_file():
-                raise ValueError(f"no blob {file.blob!r} in this store")
             return
         self.folder.mkdir(exist_ok=True)
         blob = f"{os.urandom(8).hex()}-{_UNSAFE.sub('_', file.name)[:100]}"
@@ -93,6 +141,14 @@ class BlobStore:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _import_dir(folder: str) -> Path:
+    """The real path of an ``--import-dir`` folder; ``ValueError`` if it is not a folder."""
+    real = Path(os.path.realpath(folder))
+    if not real.is_dir():
+        raise ValueError(f"--import-dir {folder}: not a folder")
+    return real
 
 
 def _move_in(source: Path, target: Path) -> None:

@@ -50,7 +50,7 @@ def load(path: str | os.PathLike) -> dict[str, Any] | None:
         gc_was_enabled = gc.isenabled()
         gc.disable()  # unpickling many small objects is ~3x faster without the collector
         try:
-            state = pickle.load(handle)
+            state = _unpickle(handle, path)
             # The loaded store lives as long as the server and holds no reference
             # cycles (refcounting frees what is dropped), so the cyclic collector never
             # needs to walk it: without this, its first passes after start-up walk
@@ -64,6 +64,17 @@ def load(path: str | os.PathLike) -> dict[str, Any] | None:
     if type(state) is not dict or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pyzdb snapshot (format {FORMAT})")
     return state
+
+
+def _unpickle(handle, path: str | os.PathLike) -> Any:
+    """``pickle.load``, with any failure of a damaged file turned into one ``ValueError`` naming it."""
+    try:
+        return pickle.load(handle)
+    except Exception as exc:  # a damaged pickle raises about anything (MemoryError for a bad length too)
+        raise ValueError(
+            f"cannot read the snapshot {os.fspath(path)}: {type(exc).__name__}: {exc} "
+            "(the file is left as it was)"
+        ) from None
 
 
 def stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:

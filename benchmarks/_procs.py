@@ -168,18 +168,26 @@ class Server:
     """What the server itself logged for loading the snapshot and replaying the journal."""
 
 
+PORT_TRIES = 3
+"""Starts tried on fresh ports when another process took a free port first (the machine is shared)."""
+
+
 def start_pyzdb(db: Path, *extra: str, keys: dict | None = None) -> Server:
     """Start a read-write server (logging at -v) and wait until it answers a ping (with ``keys``: CURVE)."""
-    base = free_port_base()
-    log = db.with_name(f"{db.name}.{base}.log")
-    started = time.monotonic()
-    process = spawn(pyzdb_command(db, base, "-v", *extra), log)
-    uri = write_uri(base)
-    try:
-        answered = wait_reply(uri, ping_request(), keys=keys)
-    except RuntimeError:
-        stop(process, signal.SIGKILL)
-        raise RuntimeError(f"pyzdb server did not start: {log.read_text(errors='replace')[-2000:]}") from None
+    for attempt in range(PORT_TRIES):
+        base = free_port_base()
+        log = db.with_name(f"{db.name}.{base}.log")
+        started = time.monotonic()
+        process = spawn(pyzdb_command(db, base, "-v", *extra), log)
+        uri = write_uri(base)
+        try:
+            answered = wait_reply(uri, ping_request(), keys=keys)
+            break
+        except RuntimeError:
+            stop(process, signal.SIGKILL)
+            printed = log.read_text(errors="replace")
+            if "Address already in use" not in printed or attempt == PORT_TRIES - 1:
+                raise RuntimeError(f"pyzdb server did not start: {printed[-2000:]}") from None
     found = LOADED.search(log.read_text(errors="replace"))
     return Server(process, uri, answered - started, float(found.group(1)) if found else None)
 

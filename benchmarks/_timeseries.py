@@ -45,7 +45,7 @@ def write_collection(path: Path, rows: int) -> Path:
     store.write("ts", ("bench",), "create", (), options)
     for i in range(rows):
         store.write("ts", ("bench",), "upsert_meta", (i, {"group": i % GROUPS, "name": f"row{i}"}))
-    snapshot.save(path, {"root": store.root, "history": store.history, "sessions": Sessions()})
+    snapshot.save(path, {**store.state(), "sessions": Sessions()})
     return path
 
 

@@ -1,8 +1,9 @@
 """The pickled snapshot file, written atomically.
 
 Format: one ``pickle`` (protocol 5) of a dict ``{"format": 1, "root": ...,
-"history": UndoLog, "sessions": {...}}``.  The store and its undo log are
-pickled in the same call so that values they share stay shared.
+"history": UndoLog, "timeseries": Registry or None, "sessions": Sessions}``
+(``Store.state`` plus the dedup table).  The store, its collections and its
+undo log are pickled in the same call so that values they share stay shared.
 
 ``save`` writes ``<name>.tmp-<pid>`` in the same folder, fsyncs it, renames it
 over ``<name>`` and fsyncs the folder: a crash at any moment leaves either the

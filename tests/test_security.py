@@ -478,7 +478,8 @@ def test_metrics_gateway_stores_into_a_curve_server(tmp_path, server, keydir):
         assert exchange(sock, b"put palm.cpu 42.5 1150864247\n") == b"ok\n\n"
         assert exchange(sock, b"get palm.cpu\n") == b"ok\npalm.cpu 42.5 1150864247\n\n"
     with Connection(server.write_uri, timeout=10, **keys) as alice:
-        assert alice.db["metrics"]["palm.cpu"]._run() == {1150864247: 42.5}
+        series = alice.db.timeseries("metrics").get("palm.cpu")["ts"]
+        assert list(series) == [(1150864247.0, 42.5)]
 
 
 def test_metrics_gateway_with_a_read_only_key_cannot_store(tmp_path, server, keydir):
@@ -487,7 +488,7 @@ def test_metrics_gateway_with_a_read_only_key_cannot_store(tmp_path, server, key
     with GatewayProcess(server.write_uri, tmp_path, *args) as gateway, gateway.connect() as sock:
         assert exchange(sock, b"put palm.cpu 42.5 1150864247\n").startswith(b"error\n")
     with Connection(server.write_uri, timeout=10, **keys_of(keydir, "alice")) as alice:
-        assert "metrics" not in alice.db
+        assert "metrics" not in alice.db.timeseries_names()
 
 
 @pytest.mark.parametrize("curve", [False, True])

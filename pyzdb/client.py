@@ -21,7 +21,6 @@ twice, across a server restart included.  One connection serves one thread.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,14 +101,17 @@ class Connection:
     ) -> None:
         self.timeout = timeout
         self.retry_interval = retry_interval
-        self.client_id = os.urandom(8).hex()
+        self._state = protocol.ClientState()
+        self.client_id = self._state.client_id
         self._context = zmq.Context()
         self._write = Channel(self._context, write_uri)
         self._read = Channel(self._context, read_uri) if read_uri else self._write
         self._lock: Channel | None = None
-        self._token: str | None = None
-        self._seq = 0
         self.db = Root(self)
+
+    @property
+    def _token(self) -> str | None:
+        return self._state.token
 
     def call(
         self,
@@ -120,28 +122,13 @@ class Connection:
         kwargs: dict | None = None,
     ) -> Any:
         """Send one request and return its result, or raise the error it carried."""
-        write = protocol.is_write(op, method)
-        self._seq += 1
-        uploads: list[bytes] = []
-        message = protocol.build_request(
-            op,
-            path,
-            method,
-            args,
-            kwargs,
-            uploads,
-            id=self._seq,
-            client=self.client_id if write else None,
-            seq=self._seq if write else None,
-            token=self._token,
-        )
+        outgoing = self._state.prepare(op, path, method, args, kwargs)
+        write = outgoing.write
         channel = self._lock or (self._write if write else self._read)
         try:
-            frames = [protocol.encode_request(message), *uploads]
-            raw = channel.request(frames, self.timeout, self.retry_interval)
+            raw = channel.request(self._state.stamp(outgoing), self.timeout, self.retry_interval)
         except errors.TimeoutError as exc:
-            if write:
-                exc.message += "; the write may or may not have been applied"
+            exc.message = protocol.timeout_message(channel.uri, self.timeout, write)
             raise
         return protocol.decode_reply(raw)[1]
 
@@ -150,8 +137,8 @@ class Connection:
         if self._token is not None:
             raise errors.LockError("this connection already holds the lock")
         grant = self.call("lock")
-        self._lock = Channel(self._context, _lock_address(self._write.uri, grant["lock_uri"]))
-        self._token = grant["token"]
+        self._lock = Channel(self._context, lock_address(self._write.uri, grant["lock_uri"]))
+        self._state.token = grant["token"]
 
     def unlock(self) -> None:
         """Give the lock back (raises ``LockError`` if it had expired)."""
@@ -161,7 +148,7 @@ class Connection:
             self.call("unlock")
         finally:
             self._lock.reset()
-            self._lock = self._token = None
+            self._lock = self._state.token = None
 
     @contextmanager
     def locked(self) -> Iterator[Connection]:
@@ -186,7 +173,7 @@ class Connection:
         self.close()
 
 
-def _lock_address(write_uri: str, lock_uri: str) -> str:
+def lock_address(write_uri: str, lock_uri: str) -> str:
     """The lock socket on the host we reach the write queue at."""
     write, lock = urlsplit(write_uri), urlsplit(lock_uri)
     if write.scheme == lock.scheme == "tcp":

@@ -7,6 +7,7 @@ description of the same format for other languages.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,17 +149,93 @@ def encode_request(message: dict) -> bytes:
     return codec.dumps(message)
 
 
-def decode_reply(raw: bytes) -> tuple[Any, Any]:
-    """Return ``(id, result)`` of a reply, or raise the error it carries."""
+def parse_reply(raw: bytes) -> dict:
+    """Parse a reply into its JSON object (``id``, ``ok``, ...) without raising the error it may carry.
+
+    A transport that has many requests in flight reads the ``id`` here to find
+    the request, then :func:`reply_result` gives the result or raises.
+    """
     reply = codec.loads(raw)
     if type(reply) is not dict or reply.get("v") != VERSION or "ok" not in reply:
         raise errors.ProtocolError(f"not a pyzdb reply: {raw[:80]!r}")
+    return reply
+
+
+def reply_result(reply: dict) -> Any:
+    """The result of a reply parsed by :func:`parse_reply`, or raise the error it carries."""
     if reply["ok"] is True:
-        return reply.get("id"), reply.get("result")
+        return reply.get("result")
     error = reply.get("error")
     if type(error) is not dict:
-        raise errors.ProtocolError(f"error reply without an error: {raw[:80]!r}")
+        raise errors.ProtocolError(f"error reply without an error: {codec.brief(reply)}")
     raise errors.from_wire(str(error.get("type")), str(error.get("message")))
+
+
+def decode_reply(raw: bytes) -> tuple[Any, Any]:
+    """Return ``(id, result)`` of a reply, or raise the error it carries."""
+    reply = parse_reply(raw)
+    return reply.get("id"), reply_result(reply)
+
+
+class ClientState:
+    """What a client connection keeps between requests, whatever its transport (no I/O).
+
+    The sync and asyncio clients share it (the sans-I/O model of h11):
+    :meth:`prepare` validates and encodes a call's values at once (``TypeError``
+    for a value pyzdb cannot store), :meth:`stamp` gives it its ``id``, and for
+    a write its ``client`` and ``seq``, when it is sent, and returns the frames
+    to send (and to resend, byte for byte, on a retry).
+    """
+
+    __slots__ = ("client_id", "counter", "token")
+
+    def __init__(self) -> None:
+        self.client_id = os.urandom(8).hex()
+        self.counter = 0
+        """The last ``id`` used; a write's ``seq`` is its ``id``, so writes are numbered in send order."""
+        self.token: str | None = None
+        """The lock token while this connection holds the lock."""
+
+    def prepare(
+        self,
+        op: str,
+        path: tuple = (),
+        method: str | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> Outgoing:
+        """Build a request (not yet numbered); raises ``TypeError`` for values pyzdb cannot store."""
+        uploads: list[bytes] = []
+        message = build_request(op, path, method, args, kwargs, uploads)
+        return Outgoing(message, uploads, is_write(op, method))
+
+    def stamp(self, outgoing: Outgoing) -> list[bytes]:
+        """Number ``outgoing`` (and add the lock token if held); return its frames."""
+        self.counter += 1
+        message = outgoing.message
+        message["id"] = outgoing.id = self.counter
+        if outgoing.write:
+            message["client"] = self.client_id
+            message["seq"] = self.counter
+        if self.token is not None:
+            message["token"] = self.token
+        return [encode_request(message), *outgoing.uploads]
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A request prepared by :meth:`ClientState.prepare`."""
+
+    message: dict
+    uploads: list[bytes]
+    write: bool
+    id: int | None = None
+
+
+def timeout_message(uri: str, timeout: float, write: bool) -> str:
+    """The text of the ``TimeoutError`` both clients raise when a request gets no reply."""
+    text = f"no reply from {uri} within {timeout:g} s"
+    return text + "; the write may or may not have been applied" if write else text
 
 
 # --- server side -----------------------------------------------------------------

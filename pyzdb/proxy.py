@@ -14,7 +14,6 @@ reference's own (``_run``, ``_path``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Protocol
 
 from pyzdb.errors import NotAllowedError
@@ -46,21 +45,88 @@ def _step(key: Any) -> str:
     return text[:-1] if key.step is None else text
 
 
-class Ref:
-    """A lazy reference to a place in the store."""
+INPLACE_SPELLINGS = {
+    "+=": "add",
+    "-=": "sub",
+    "*=": "mul",
+    "/=": "truediv",
+    "//=": "floordiv",
+    "%=": "mod",
+    "|=": "or",
+}
+"""``ref._iop(spelling, value)``: the operator spelling -> the protocol's operator name."""
+
+
+class BaseRef:
+    """What every reference has, whatever its transport: a path, and one ``call`` per use.
+
+    Each spelled operation (``_run``, ``_set``, ``_len``, ...) returns what the
+    connection's ``call`` returns: the result for the sync client, an
+    awaitable for the asyncio one.  The subclasses add the Python statements
+    (:class:`Ref`) or refuse them (``pyzdb.aio.AsyncRef``).
+    """
 
     __slots__ = ("_conn", "_path")
+    _child: type[BaseRef]
+    """The class of ``ref[key]`` (set below each subclass)."""
 
     def __init__(self, conn: Transport, path: tuple = ()) -> None:
         self._conn = conn
         self._path = path
 
+    def __getitem__(self, key: Any) -> Any:
+        return self._child(self._conn, (*self._path, key))
+
+    def __getattr__(self, name: str) -> Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Method(self, name)
+
+    def __repr__(self) -> str:
+        return f"<pyzdb ref {describe(self._path)}>"
+
     def _run(self) -> Any:
         """Fetch the value at this path (one request)."""
         return self._conn.call("get", self._path)
 
-    def __getitem__(self, key: Any) -> Ref:
-        return Ref(self._conn, (*self._path, key))
+    def _set(self, value: Any) -> Any:
+        """Store ``value`` at this path (``ref[key] = value`` one level up)."""
+        return self._conn.call("set", self._path, args=(value,))
+
+    def _delete(self) -> Any:
+        """Delete the value at this path (``del ref[key]`` one level up)."""
+        return self._conn.call("delete", self._path)
+
+    def _len(self) -> Any:
+        """``len()`` of the value at this path."""
+        return self._conn.call("len", self._path)
+
+    def _contains(self, item: Any) -> Any:
+        """``item in`` the value at this path."""
+        return self._conn.call("contains", self._path, args=(item,))
+
+    def _bool(self) -> Any:
+        """``bool()`` of the value at this path."""
+        return self._conn.call("bool", self._path)
+
+    def _items(self) -> Any:
+        """The list of what iterating the value gives (list items, dict keys), in one request."""
+        return self._conn.call("iter", self._path)
+
+    def _iop(self, operator: str, other: Any) -> Any:
+        """Run an in-place operator (``'+='``, ``'-='``, ...) atomically on the server."""
+        name = INPLACE_SPELLINGS.get(operator)
+        if name is None:
+            raise ValueError(
+                f"unknown in-place operator {operator!r}; use one of {' '.join(INPLACE_SPELLINGS)}"
+            )
+        return self._conn.call("iop", self._path, method=name, args=(other,))
+
+
+class Ref(BaseRef):
+    """A lazy reference to a place in the store (the sync client's: statements run at once)."""
+
+    __slots__ = ()
 
     def __setitem__(self, key: Any, value: Any) -> None:
         path = (*self._path, key)
@@ -74,24 +140,16 @@ class Ref:
         self._conn.call("delete", (*self._path, key))
 
     def __len__(self) -> int:
-        return self._conn.call("len", self._path)
+        return self._len()
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._conn.call("iter", self._path))
+        return iter(self._items())
 
     def __contains__(self, item: Any) -> bool:
-        return self._conn.call("contains", self._path, args=(item,))
+        return self._contains(item)
 
     def __bool__(self) -> bool:
-        return self._conn.call("bool", self._path)
-
-    def __getattr__(self, name: str) -> Method:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return Method(self, name)
-
-    def __repr__(self) -> str:
-        return f"<pyzdb ref {describe(self._path)}>"
+        return self._bool()
 
     def _inplace(self, operator: str, other: Any) -> Ref:
         self._conn.call("iop", self._path, method=operator, args=(other,))
@@ -119,12 +177,15 @@ class Ref:
         return self._inplace("or", other)
 
 
+Ref._child = Ref
+
+
 class Method:
     """A method of a stored value, called on the server."""
 
     __slots__ = ("_ref", "_name")
 
-    def __init__(self, ref: Ref, name: str) -> None:
+    def __init__(self, ref: BaseRef, name: str) -> None:
         self._ref = ref
         self._name = name
 
@@ -140,33 +201,38 @@ class Method:
         return f"<pyzdb method {describe(self._ref._path)}.{self._name}>"
 
 
-class Root(Ref):
+class RootOps:
+    """The server's own operations on the root reference, shared by both clients."""
+
+    __slots__ = ()
+    _conn: Transport
+
+    def save(self) -> Any:
+        """Write the snapshot on the server now."""
+        return self._conn.call("save")
+
+    def undo(self) -> Any:
+        """Undo the newest write (raises ``UndoError`` when there is none)."""
+        return self._conn.call("undo")
+
+    def redo(self) -> Any:
+        """Redo the newest undone write (raises ``UndoError`` when there is none)."""
+        return self._conn.call("redo")
+
+    def lock(self) -> Any:
+        """Take exclusive use of the read-write server (waits for the current holder)."""
+        return self._conn.lock()
+
+    def unlock(self) -> Any:
+        """Give the lock back."""
+        return self._conn.unlock()
+
+    def locked(self) -> Any:
+        """``with db.locked():`` (``async with`` on the asyncio client) holds the lock for the block."""
+        return self._conn.locked()
+
+
+class Root(RootOps, Ref):
     """The root of the store (``db``), with the server's own operations."""
 
     __slots__ = ()
-
-    def save(self) -> None:
-        """Write the snapshot on the server now."""
-        self._conn.call("save")
-
-    def undo(self) -> None:
-        """Undo the newest write (raises ``UndoError`` when there is none)."""
-        self._conn.call("undo")
-
-    def redo(self) -> None:
-        """Redo the newest undone write (raises ``UndoError`` when there is none)."""
-        self._conn.call("redo")
-
-    def lock(self) -> None:
-        """Take exclusive use of the read-write server (waits for the current holder)."""
-        self._conn.lock()
-
-    def unlock(self) -> None:
-        """Give the lock back."""
-        self._conn.unlock()
-
-    @contextmanager
-    def locked(self) -> Iterator[Root]:
-        """``with db.locked():`` holds the lock for the block and unlocks on any exit."""
-        with self._conn.locked():
-            yield self

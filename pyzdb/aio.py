@@ -89,6 +89,7 @@ class _Channel:
         self._context = context
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
         self.entries: dict[int, _Entry] = {}
         """Requests sent and not answered, in the order they were sent."""
         self.generation = 0
@@ -98,8 +99,11 @@ class _Channel:
         if self._socket is None:
             self._socket = self._context.socket(zmq.DEALER)
             self._socket.setsockopt(zmq.LINGER, 0)
+            monitor = self._socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             self._socket.connect(self.uri)
-            self._reader = asyncio.get_running_loop().create_task(self._read(self._socket))
+            loop = asyncio.get_running_loop()
+            self._reader = loop.create_task(self._read(self._socket))
+            self._watcher = loop.create_task(self._watch(monitor, self.generation))
         return self._socket
 
     def submit(self, entry: _Entry) -> None:
@@ -128,6 +132,19 @@ class _Channel:
             if entry.waiter is not None and not entry.waiter.done():
                 entry.waiter.set_result(reply)
 
+    async def _watch(self, monitor: zmq.asyncio.Socket, generation: int) -> None:
+        """On a lost connection (a server restart), start again and resend at once, in order.
+
+        Without this, requests still queued in the old socket would reach the
+        restarted server before the resends of earlier ones that died with it,
+        and the server refuses a write older than one it has applied.
+        """
+        try:
+            await monitor.recv_multipart()
+            self.retry(generation)
+        finally:
+            monitor.close(linger=0)
+
     def retry(self, generation: int) -> None:
         """Start again on a fresh socket and resend what waits, unless done since ``generation``."""
         if generation != self.generation:
@@ -147,10 +164,13 @@ class _Channel:
             entry.finish()
 
     def _drop_socket(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
+        for task in (self._reader, self._watcher):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._reader = self._watcher = None
         if self._socket is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._socket.disable_monitor()
             self._socket.close(linger=0)
             self._socket = None
 

@@ -41,7 +41,7 @@ import zmq.asyncio
 
 from pyzdb import errors, protocol
 from pyzdb.client import DEFAULT_TIMEOUT, DEFAULT_WRITE_URI, RETRY_INTERVAL, lock_address
-from pyzdb.proxy import BaseRef, RootOps, describe
+from pyzdb.proxy import BaseRef, Batch, RootOps, describe
 
 log = logging.getLogger("pyzdb.aio")
 
@@ -235,6 +235,14 @@ class Connection:
         """Return an awaitable of one request's result; values are checked now (``TypeError``)."""
         outgoing = self._state.prepare(op, path, method, args, kwargs)
         return self._request(outgoing)
+
+    def batch(self) -> Batch:
+        """``async with conn.batch() as b:`` records operations and sends them as one request."""
+        return Batch(self, asynchronous=True)
+
+    def run_batch(self, operations: list[dict], write: bool) -> Awaitable[list]:
+        """Send operations recorded by a :class:`~pyzdb.proxy.Batch`; an awaitable of their results."""
+        return self._request(self._state.prepare_batch(operations, write))
 
     async def _request(self, outgoing: protocol.Outgoing) -> Any:
         channel, entry, deadline = await self._submit(outgoing)

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from pyzdb import errors, protocol
-from pyzdb.proxy import Root
+from pyzdb.proxy import Batch, Root
 
 DEFAULT_WRITE_URI = "tcp://localhost:5559"
 DEFAULT_TIMEOUT = 60.0
@@ -122,7 +122,17 @@ class Connection:
         kwargs: dict | None = None,
     ) -> Any:
         """Send one request and return its result, or raise the error it carried."""
-        outgoing = self._state.prepare(op, path, method, args, kwargs)
+        return self._send(self._state.prepare(op, path, method, args, kwargs))
+
+    def batch(self) -> Batch:
+        """``with conn.batch() as b:`` records operations and sends them as one all-or-nothing request."""
+        return Batch(self)
+
+    def run_batch(self, operations: list[dict], write: bool) -> list:
+        """Send operations recorded by a :class:`~pyzdb.proxy.Batch`; return their results."""
+        return self._send(self._state.prepare_batch(operations, write))
+
+    def _send(self, outgoing: protocol.Outgoing) -> Any:
         write = outgoing.write
         channel = self._lock or (self._write if write else self._read)
         try:

@@ -41,6 +41,9 @@ CONTROL_OPS: dict[str, tuple[int, bool]] = {
     "exec": (1, False),
 }
 """Ops about the server rather than the data; all but ``ping`` need the read-write server."""
+MAX_BATCH_OPS = 10_000
+"""Default most operations in one ``batch`` request (``--max-batch-ops``)."""
+REFUSED_IN_BATCH = frozenset({"save", "undo", "redo", "lock", "unlock", "exec", "batch", "ping"})
 
 
 @dataclass(slots=True)
@@ -62,10 +65,14 @@ class Request:
     """Frames after the JSON one: contents of uploaded files (``$file`` with ``frame``)."""
     tags: frozenset = field(default=frozenset(), repr=False, compare=False)
     """The tags the message held, decoded (``"\\u0024file"`` counts as ``"$file"``)."""
+    ops: tuple = field(default=(), repr=False, compare=False)
+    """For ``batch``: the operations, each a :class:`Request` without envelope."""
 
     @property
     def is_write(self) -> bool:
-        """True if the request must go to the read-write server."""
+        """True if the request must go to the read-write server (a batch: if it holds a write)."""
+        if self.op == "batch":
+            return any(operation.is_write for operation in self.ops)
         return is_write(self.op, self.method)
 
 
@@ -168,7 +175,10 @@ def reply_result(reply: dict) -> Any:
     error = reply.get("error")
     if type(error) is not dict:
         raise errors.ProtocolError(f"error reply without an error: {codec.brief(reply)}")
-    raise errors.from_wire(str(error.get("type")), str(error.get("message")))
+    exc = errors.from_wire(str(error.get("type")), str(error.get("message")))
+    if type(error.get("batch_index")) is int:
+        exc.batch_index = error["batch_index"]
+    raise exc
 
 
 def decode_reply(raw: bytes) -> tuple[Any, Any]:
@@ -209,6 +219,10 @@ class ClientState:
         message = build_request(op, path, method, args, kwargs, uploads)
         return Outgoing(message, uploads, is_write(op, method))
 
+    def prepare_batch(self, operations: list[dict], write: bool) -> Outgoing:
+        """A ``batch`` request of operations recorded by :class:`pyzdb.proxy.Batch` (already encoded)."""
+        return Outgoing({"v": VERSION, "op": "batch", "ops": operations}, [], write)
+
     def stamp(self, outgoing: Outgoing) -> list[bytes]:
         """Number ``outgoing`` (and add the lock token if held); return its frames."""
         self.counter += 1
@@ -241,7 +255,9 @@ def timeout_message(uri: str, timeout: float, write: bool) -> str:
 # --- server side -----------------------------------------------------------------
 
 
-def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
+def decode_request(
+    raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES, max_batch_ops: int = MAX_BATCH_OPS
+) -> Request:
     """Parse and validate a request; raise :class:`ProtocolError` or ``NotAllowedError``."""
     if len(raw) > max_bytes:
         raise errors.ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
@@ -256,6 +272,8 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
     try:
         if tagged:
             raise errors.ProtocolError(f"{tagged[0]!r} must be a plain JSON value, not a tag")
+        if message.get("op") == "batch":
+            return _validate_batch(message, raw, request_id, frozenset(tags), max_batch_ops)
         return _validate(message, raw, request_id, frozenset(tags))
     except errors.PyzdbError as exc:
         exc.request_id = request_id  # so the error reply can still be matched to its request
@@ -296,6 +314,43 @@ def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Re
         _typed(seq, int, "seq")
         _typed(token, str, "token")
     return Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw, tags=tags)
+
+
+def _validate_batch(message: dict, raw: bytes, request_id: Any, tags: frozenset, limit: int) -> Request:
+    """A ``batch``: the envelope as any request's, then each operation as a request of its own."""
+    envelope = _validate({**message, "op": "ping"}, raw, request_id, tags)
+    operations = message.get("ops")
+    if type(operations) is not list or not operations:
+        raise errors.ProtocolError("a 'batch' needs an 'ops' array of at least one operation")
+    if "$file" in tags:
+        raise errors.ProtocolError("a batch cannot store files; send each file in a write of its own")
+    if len(operations) > limit:
+        raise errors.ProtocolError(
+            f"a batch of {len(operations)} operations exceeds the limit of {limit} (--max-batch-ops)"
+        )
+    decoded = []
+    for index, operation in enumerate(operations):
+        try:
+            decoded.append(_batch_operation(operation, raw, tags))
+        except errors.PyzdbError as exc:
+            exc.batch_index = index
+            raise
+    return Request(
+        "batch", (), None, (), {}, request_id, envelope.client, envelope.seq, envelope.token, raw,
+        tags=tags, ops=tuple(decoded),
+    )  # fmt: skip
+
+
+def _batch_operation(operation: Any, raw: bytes, tags: frozenset) -> Request:
+    if type(operation) is not dict:
+        raise errors.ProtocolError("each operation of a batch must be a JSON object")
+    op = operation.get("op")
+    if op in REFUSED_IN_BATCH:
+        raise errors.NotAllowedError(f"{op!r} is refused in a batch")
+    extra = {"id", "client", "seq", "token", "v"} & operation.keys()
+    if extra:
+        raise errors.ProtocolError(f"an operation of a batch has no {sorted(extra)[0]!r} of its own")
+    return _validate({**operation, "v": VERSION}, raw, None, tags)
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
@@ -390,8 +445,10 @@ def ok_reply(request_id: Any, result: Any) -> bytes:
 
 
 def error_reply(request_id: Any, exc: BaseException) -> bytes:
-    """Serialise an error reply for ``exc``."""
+    """Serialise an error reply for ``exc`` (with its ``batch_index`` when it failed a batch)."""
     name, message = errors.to_wire(exc)
-    return codec.dumps(
-        {"v": VERSION, "id": request_id, "ok": False, "error": {"type": name, "message": message}}
-    )
+    error: dict[str, Any] = {"type": name, "message": message}
+    batch_index = getattr(exc, "batch_index", None)
+    if type(batch_index) is int:
+        error["batch_index"] = batch_index
+    return codec.dumps({"v": VERSION, "id": request_id, "ok": False, "error": error})

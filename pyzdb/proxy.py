@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from pyzdb.errors import NotAllowedError
+from pyzdb import codec, protocol
+from pyzdb.errors import NotAllowedError, ProtocolError
 
 
 class Transport(Protocol):
@@ -231,8 +232,153 @@ class RootOps:
         """``with db.locked():`` (``async with`` on the asyncio client) holds the lock for the block."""
         return self._conn.locked()
 
+    def batch(self) -> Batch:
+        """``with db.batch() as b:`` (``async with`` on the asyncio client): one all-or-nothing request."""
+        return self._conn.batch()
+
 
 class Root(RootOps, Ref):
     """The root of the store (``db``), with the server's own operations."""
 
     __slots__ = ()
+
+
+# --- batches ---------------------------------------------------------------------
+
+_UNSET = object()
+
+
+class Placeholder:
+    """The result of a read (or write) recorded in a batch; ``.value`` is set once the batch ran."""
+
+    __slots__ = ("index", "_value")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        """The operation's position in the batch."""
+        self._value: Any = _UNSET
+
+    @property
+    def value(self) -> Any:
+        """The operation's result; ``LookupError`` until the batch has run."""
+        if self._value is _UNSET:
+            raise LookupError(f"operation {self.index} of the batch has not run (yet)")
+        return self._value
+
+    def __repr__(self) -> str:
+        shown = "pending" if self._value is _UNSET else repr(self._value)
+        return f"<pyzdb batch result {self.index}: {shown}>"
+
+
+class Recorder:
+    """The transport of a batch's references: each call is recorded, encoded, not sent (no I/O)."""
+
+    __slots__ = ("operations", "writes", "placeholders")
+
+    def __init__(self) -> None:
+        self.operations: list[dict] = []
+        self.writes = 0
+        self.placeholders: list[Placeholder] = []
+
+    def call(
+        self,
+        op: str,
+        path: tuple = (),
+        method: str | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> Placeholder:
+        """Record one operation (values checked now: ``TypeError``); return its placeholder."""
+        if op in protocol.REFUSED_IN_BATCH:
+            raise NotAllowedError(f"{op}() is refused in a batch")
+        uploads: list[bytes] = []
+        operation = protocol.build_request(op, path, method, args, kwargs, uploads)
+        if uploads:
+            raise NotAllowedError("a batch cannot upload files; send each file in a write of its own")
+        del operation["v"]
+        self.operations.append(operation)
+        self.writes += protocol.is_write(op, method)
+        placeholder = Placeholder(len(self.placeholders))
+        self.placeholders.append(placeholder)
+        return placeholder
+
+    def lock(self) -> None:
+        """Refused: a batch is one request."""
+        raise NotAllowedError("lock() is refused in a batch")
+
+    unlock = locked = batch = lock
+
+
+class Batch(Ref):
+    """``with conn.batch() as b:`` records ``b['x'] = 1``, ``b['l'].append(2)``, ... and sends them as one.
+
+    Nothing is sent until the block exits cleanly (nothing at all if it
+    raises).  The server applies the operations in order, all or nothing; on
+    a failure the client raises that operation's error, with
+    ``.batch_index``.  Each recorded call returns a :class:`Placeholder`;
+    ``b.results`` lists every result once the batch has run.  With the
+    asyncio client, use ``async with``.
+    """
+
+    __slots__ = ("_target", "_asynchronous", "results")
+
+    def __init__(self, target: Any, asynchronous: bool = False) -> None:
+        super().__init__(Recorder())
+        self._target = target
+        self._asynchronous = asynchronous
+        self.results: list | None = None
+        """Every operation's result, in order, once the batch has run."""
+
+    def save(self) -> None:
+        """Refused in a batch (so are ``undo``, ``redo``, ``lock`` and exec)."""
+        raise NotAllowedError("save() is refused in a batch")
+
+    def undo(self) -> None:
+        """Refused in a batch."""
+        raise NotAllowedError("undo() is refused in a batch")
+
+    def redo(self) -> None:
+        """Refused in a batch."""
+        raise NotAllowedError("redo() is refused in a batch")
+
+    def lock(self) -> None:
+        """Refused in a batch."""
+        raise NotAllowedError("lock() is refused in a batch")
+
+    def _request(self) -> tuple[list[dict], bool] | None:
+        recorder: Recorder = self._conn
+        if self.results is not None:
+            raise RuntimeError("this batch has already run")
+        if not recorder.operations:
+            self.results = []
+            return None
+        return recorder.operations, recorder.writes > 0
+
+    def _settle(self, results: Any) -> None:
+        placeholders = self._conn.placeholders
+        if type(results) is not list or len(results) != len(placeholders):
+            raise ProtocolError(f"a batch of {len(placeholders)} got a reply of {codec.brief(results)}")
+        for placeholder, result in zip(placeholders, results, strict=True):
+            placeholder._value = result
+        self.results = results
+
+    def __enter__(self) -> Batch:
+        if self._asynchronous:
+            raise TypeError("the asyncio client's batch needs 'async with conn.batch() as b:'")
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None and (request := self._request()) is not None:
+            self._settle(self._target.run_batch(*request))
+
+    async def __aenter__(self) -> Batch:
+        if not self._asynchronous:
+            raise TypeError("the sync client's batch needs 'with conn.batch() as b:'")
+        return self
+
+    async def __aexit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None and (request := self._request()) is not None:
+            self._settle(await self._target.run_batch(*request))
+
+
+Batch._child = Ref

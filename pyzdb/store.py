@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,43 @@ class Store:
         apply_patches(self.root, change.forward)
         self.history.record(change.forward, change.inverse)
         return change.result
+
+    def batch(self, operations: list[tuple], before_commit: Callable[[], None] | None = None) -> list:
+        """Run ``(is_write, op, path, method, args, kwargs)`` operations in order, all or nothing.
+
+        Each sees the ones before it.  If one raises, the writes before it are
+        reverted by their inverse patches, the store is as it was, and the
+        error gets ``batch_index``.  ``before_commit`` (the journal append)
+        runs once every operation has succeeded; if it raises, everything is
+        reverted too.  The writes make one undo step.  Read results are
+        copied, so a later operation of the batch cannot change them.
+        """
+        forward: list = []
+        inverses: list[list] = []
+        results: list = []
+        try:
+            for index, (write, op, path, method, args, kwargs) in enumerate(operations):
+                try:
+                    if write:
+                        change = ops.plan_write(self.root, op, tuple(path), method, list(args), kwargs)
+                        apply_patches(self.root, change.forward)
+                        forward.extend(change.forward)
+                        inverses.append(change.inverse)
+                        results.append(change.result)
+                    else:
+                        results.append(copy.deepcopy(self.read(op, path, method, args, kwargs)))
+                except Exception as exc:
+                    exc.batch_index = index
+                    raise
+            if before_commit is not None:
+                before_commit()
+        except BaseException:
+            for inverse in reversed(inverses):
+                apply_patches(self.root, inverse)
+            raise
+        if forward:
+            self.history.record(forward, [patch for inverse in reversed(inverses) for patch in inverse])
+        return results
 
     def undo(self, before_apply: Callable[[], None] | None = None) -> None:
         """Revert the newest write (raises ``UndoError`` when there is none)."""

@@ -49,6 +49,7 @@ class Handler:
         read_only: bool = False,
         allow_exec: bool = False,
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
+        max_batch_ops: int = protocol.MAX_BATCH_OPS,
         sessions: Sessions | None = None,
         journal: Callable[[bytes], None] | None = None,
         blobs: BlobStore | None = None,
@@ -61,6 +62,7 @@ class Handler:
         self.read_only = read_only
         self.allow_exec = allow_exec
         self.max_message_bytes = max_message_bytes
+        self.max_batch_ops = max_batch_ops
         self._save = save
 
     def handle(self, frames: list[bytes]) -> bytes:
@@ -78,7 +80,7 @@ class Handler:
                 raise errors.ProtocolError(
                     f"message of {size} bytes exceeds the limit of {self.max_message_bytes}"
                 )
-            request = protocol.decode_request(frames[0], self.max_message_bytes)
+            request = protocol.decode_request(frames[0], self.max_message_bytes, self.max_batch_ops)
         except errors.PyzdbError as exc:
             return protocol.error_reply(getattr(exc, "request_id", None), exc)
         except Exception:  # a bug in decoding: the message gets an answer, the server goes on
@@ -130,6 +132,8 @@ class Handler:
                 "pid": os.getpid(),
                 "write_window": self.sessions.window,
             }
+        if op == "batch" and not write:  # only reads: a consistent multi-get, on any server
+            return self._batch(request, None)
         if request.uploads and not (write and self.blobs is not None):
             raise errors.ProtocolError("extra frames are only accepted with files to store")
         if write and self.read_only:
@@ -138,6 +142,8 @@ class Handler:
             return self.store.read(op, request.path, request.method, request.args, request.kwargs)
         request = self._take_files(request)
         journaled = self._journal_hook(request)
+        if op == "batch":
+            return self._batch(request, journaled)
         if op in protocol.WRITE_OPS or op == "call":
             return self.store.write(op, request.path, request.method, request.args, request.kwargs, journaled)
         if op == "undo":
@@ -149,6 +155,11 @@ class Handler:
         if op == "exec":
             return self.execute(request.args[0])
         raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
+
+    def _batch(self, request: Request, journaled: Callable[[], None] | None) -> list:
+        """All of a batch's operations in order, as one write: one journal record, one undo step."""
+        operations = [(r.is_write, r.op, r.path, r.method, r.args, r.kwargs) for r in request.ops]
+        return self.store.batch(operations, journaled)
 
     def _take_files(self, request: Request) -> Request:
         """Move or store the request's files; the request to journal refers to stored blobs."""

@@ -84,8 +84,9 @@ class _Entry:
 class _Channel:
     """One DEALER socket to one address, with the requests waiting for a reply on it."""
 
-    def __init__(self, context: zmq.asyncio.Context, uri: str) -> None:
+    def __init__(self, context: zmq.asyncio.Context, uri: str, max_reply: int | None = None) -> None:
         self.uri = uri
+        self.max_reply = max_reply
         self._context = context
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task | None = None
@@ -127,6 +128,9 @@ class _Channel:
             entry = self.entries.pop(reply.get("id"), None)
             if entry is None:
                 continue  # a late reply to a cancelled request, or a second copy of one
+            if self.max_reply is not None and len(frames[-1]) > self.max_reply:  # a server ignoring max_reply
+                message = protocol.too_large_message(len(frames[-1]), self.max_reply)
+                reply = {"ok": False, "error": {"type": "TooLargeError", "message": message}}
             entry.finish()
             entry.reply = reply
             if entry.waiter is not None and not entry.waiter.done():
@@ -202,6 +206,7 @@ class Connection:
         timeout: float = DEFAULT_TIMEOUT,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         retry_interval: float = RETRY_INTERVAL,
+        memory_limit: int | None = None,
     ) -> None:
         if type(max_in_flight) is not int or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be a positive integer, not {max_in_flight!r}")
@@ -210,11 +215,11 @@ class Connection:
         self.timeout = float(timeout)
         self.retry_interval = float(retry_interval)
         self.max_in_flight = max_in_flight
-        self._state = protocol.ClientState()
+        self._state = protocol.ClientState(memory_limit)
         self.client_id = self._state.client_id
         self._context = zmq.asyncio.Context()
-        self._write = _Channel(self._context, write_uri)
-        self._read = _Channel(self._context, read_uri) if read_uri else self._write
+        self._write = _Channel(self._context, write_uri, memory_limit)
+        self._read = _Channel(self._context, read_uri, memory_limit) if read_uri else self._write
         self._lock: _Channel | None = None
         self._locking = False
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -343,7 +348,8 @@ class Connection:
             grant = await self.call("lock")
         finally:
             self._locking = False
-        self._lock = _Channel(self._context, lock_address(self._write.uri, grant["lock_uri"]))
+        uri = lock_address(self._write.uri, grant["lock_uri"])
+        self._lock = _Channel(self._context, uri, self._state.max_reply)
         self._state.token = grant["token"]
 
     async def unlock(self) -> None:
@@ -441,9 +447,17 @@ class AsyncRef(BaseRef):
             f"'async for v in {describe(self._path)}' or 'await {describe(self._path)}._items()'"
         )
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        for item in await self._items():
-            yield item
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._stream()
+
+    async def _stream(
+        self, page_bytes: int = 1 << 20, page_items: int = 1000, consistent: bool = True
+    ) -> AsyncIterator[Any]:
+        """``async for v in ref._stream(...)``: items page by page (see :meth:`pyzdb.proxy.Ref._stream`)."""
+        cursor = protocol.Cursor(page_bytes, page_items, consistent)
+        while not cursor.done:
+            for item in cursor.take(await self._conn.call("page", self._path, args=cursor.args())):
+                yield item
 
     def _inplace(self, spelling: str) -> TypeError:
         return _statement(f"'await {describe(self._path)}._iop({spelling!r}, value)'")
@@ -485,6 +499,11 @@ def connect(
     timeout: float = DEFAULT_TIMEOUT,
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     retry_interval: float = RETRY_INTERVAL,
+    memory_limit: int | None = None,
 ) -> Connection:
-    """Open an asyncio connection (no I/O until the first request); ``async with`` closes it."""
-    return Connection(write_uri, read_uri, timeout, max_in_flight, retry_interval)
+    """Open an asyncio connection (no I/O until the first request); ``async with`` closes it.
+
+    With ``memory_limit``, a reply longer than that many bytes is not sent:
+    the call raises ``TooLargeError`` and the connection goes on.
+    """
+    return Connection(write_uri, read_uri, timeout, max_in_flight, retry_interval, memory_limit)

@@ -98,10 +98,11 @@ class Connection:
         read_uri: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
+        memory_limit: int | None = None,
     ) -> None:
         self.timeout = timeout
         self.retry_interval = retry_interval
-        self._state = protocol.ClientState()
+        self._state = protocol.ClientState(memory_limit)
         self.client_id = self._state.client_id
         self._context = zmq.Context()
         self._write = Channel(self._context, write_uri)
@@ -140,6 +141,7 @@ class Connection:
         except errors.TimeoutError as exc:
             exc.message = protocol.timeout_message(channel.uri, self.timeout, write)
             raise
+        self._state.check_size(raw)
         return protocol.decode_reply(raw)[1]
 
     def lock(self) -> None:
@@ -195,16 +197,22 @@ def connect(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    memory_limit: int | None = None,
 ) -> Connection:
-    """Open a connection; use it as a context manager to close it on exit."""
-    return Connection(write_uri, read_uri, timeout)
+    """Open a connection; use it as a context manager to close it on exit.
+
+    With ``memory_limit``, a reply longer than that many bytes is not sent:
+    the call raises ``TooLargeError`` and the connection goes on.
+    """
+    return Connection(write_uri, read_uri, timeout, memory_limit=memory_limit)
 
 
 def client(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    memory_limit: int | None = None,
 ) -> tuple[Root, Connection]:
-    """Return ``(db, conn)``: the root reference and its connection (SPEC §3)."""
-    conn = Connection(write_uri, read_uri, timeout)
+    """Return ``(db, conn)``: the root reference and its connection (SPEC §3); see :func:`connect`."""
+    conn = Connection(write_uri, read_uri, timeout, memory_limit=memory_limit)
     return conn.db, conn

@@ -26,6 +26,7 @@ READ_OPS: dict[str, tuple[int, bool]] = {
     "contains": (1, False),
     "bool": (0, False),
     "ping": (0, False),
+    "page": (4, False),
 }
 WRITE_OPS: dict[str, tuple[int, bool]] = {
     "set": (1, True),
@@ -67,6 +68,8 @@ class Request:
     """The tags the message held, decoded (``"\\u0024file"`` counts as ``"$file"``)."""
     ops: tuple = field(default=(), repr=False, compare=False)
     """For ``batch``: the operations, each a :class:`Request` without envelope."""
+    max_reply: int | None = None
+    """The client's ``memory_limit``: a longer reply is replaced by a ``TooLargeError`` one."""
 
     @property
     def is_write(self) -> bool:
@@ -197,9 +200,13 @@ class ClientState:
     to send (and to resend, byte for byte, on a retry).
     """
 
-    __slots__ = ("client_id", "counter", "token")
+    __slots__ = ("client_id", "counter", "token", "max_reply")
 
-    def __init__(self) -> None:
+    def __init__(self, max_reply: int | None = None) -> None:
+        if max_reply is not None and (type(max_reply) is not int or max_reply < 1):
+            raise ValueError(f"memory_limit must be a positive number of bytes, not {max_reply!r}")
+        self.max_reply = max_reply
+        """The connection's ``memory_limit``: sent with every request, checked on every reply."""
         self.client_id = os.urandom(8).hex()
         self.counter = 0
         """The last ``id`` used; a write's ``seq`` is its ``id``, so writes are numbered in send order."""
@@ -233,7 +240,14 @@ class ClientState:
             message["seq"] = self.counter
         if self.token is not None:
             message["token"] = self.token
+        if self.max_reply is not None:
+            message["max_reply"] = self.max_reply
         return [encode_request(message), *outgoing.uploads]
+
+    def check_size(self, raw: bytes) -> None:
+        """Refuse a reply over ``memory_limit`` (a server that ignored ``max_reply``)."""
+        if self.max_reply is not None and len(raw) > self.max_reply:
+            raise errors.TooLargeError(too_large_message(len(raw), self.max_reply))
 
 
 @dataclass(slots=True)
@@ -244,6 +258,52 @@ class Outgoing:
     uploads: list[bytes]
     write: bool
     id: int | None = None
+
+
+class Cursor:
+    """Where a stream is: the arguments of its next ``page`` request, and what a page says (no I/O).
+
+    Streams are stateless on the server: each page request names its start
+    (an index into the list, or into the dict's keys) and, when
+    ``consistent``, the version of the first page, so pages may come from
+    different servers and nothing is left open when a client goes away.
+    """
+
+    __slots__ = ("start", "page_items", "page_bytes", "consistent", "since", "done")
+
+    def __init__(self, page_bytes: int, page_items: int, consistent: bool) -> None:
+        if type(page_bytes) is not int or page_bytes < 256:
+            raise ValueError(f"page_bytes must be an integer of at least 256, not {page_bytes!r}")
+        if type(page_items) is not int or not 1 <= page_items <= 1_000_000:
+            raise ValueError(f"page_items must be an integer from 1 to 1,000,000, not {page_items!r}")
+        self.page_bytes, self.page_items, self.consistent = page_bytes, page_items, bool(consistent)
+        self.start = 0
+        self.since: int | None = None
+        self.done = False
+
+    def args(self) -> tuple:
+        """The arguments of the next ``page`` request."""
+        return (self.start, self.page_items, self.page_bytes, self.since)
+
+    def take(self, page: Any) -> list:
+        """The items of a page's result; moves the cursor on."""
+        if type(page) is not dict or type(page.get("items")) is not list:
+            raise errors.ProtocolError(f"not a page: {codec.brief(page)}")
+        following = page.get("next")
+        if following is None:
+            self.done = True
+        elif type(following) is not int or following <= self.start:
+            raise errors.ProtocolError(f"a page's 'next' must move on, got {codec.brief(following)}")
+        else:
+            self.start = following
+        if self.consistent and self.since is None:
+            self.since = page.get("version")
+        return page["items"]
+
+
+def too_large_message(size: int, limit: int) -> str:
+    """The text of the ``TooLargeError`` for a reply of ``size`` bytes over ``limit``."""
+    return f"the reply of {size} bytes exceeds this connection's memory_limit of {limit} bytes"
 
 
 def timeout_message(uri: str, timeout: float, write: bool) -> str:
@@ -313,7 +373,23 @@ def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Re
         _typed(client, str, "client")
         _typed(seq, int, "seq")
         _typed(token, str, "token")
-    return Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw, tags=tags)
+    max_reply = message.get("max_reply")
+    if max_reply is not None and (type(max_reply) is not int or max_reply < 1):
+        raise errors.ProtocolError("'max_reply' must be a positive integer")
+    return Request(
+        op,
+        path,
+        method,
+        tuple(args),
+        kwargs,
+        request_id,
+        client,
+        seq,
+        token,
+        raw,
+        tags=tags,
+        max_reply=max_reply,
+    )
 
 
 def _validate_batch(message: dict, raw: bytes, request_id: Any, tags: frozenset, limit: int) -> Request:
@@ -337,7 +413,7 @@ def _validate_batch(message: dict, raw: bytes, request_id: Any, tags: frozenset,
             raise
     return Request(
         "batch", (), None, (), {}, request_id, envelope.client, envelope.seq, envelope.token, raw,
-        tags=tags, ops=tuple(decoded),
+        tags=tags, ops=tuple(decoded), max_reply=envelope.max_reply,
     )  # fmt: skip
 
 
@@ -347,7 +423,7 @@ def _batch_operation(operation: Any, raw: bytes, tags: frozenset) -> Request:
     op = operation.get("op")
     if op in REFUSED_IN_BATCH:
         raise errors.NotAllowedError(f"{op!r} is refused in a batch")
-    extra = {"id", "client", "seq", "token", "v"} & operation.keys()
+    extra = {"id", "client", "seq", "token", "v", "max_reply"} & operation.keys()
     if extra:
         raise errors.ProtocolError(f"an operation of a batch has no {sorted(extra)[0]!r} of its own")
     return _validate({**operation, "v": VERSION}, raw, None, tags)

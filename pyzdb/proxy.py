@@ -146,6 +146,20 @@ class Ref(BaseRef):
     def __iter__(self) -> Iterator[Any]:
         return iter(self._items())
 
+    def _stream(
+        self, page_bytes: int = 1 << 20, page_items: int = 1000, consistent: bool = True
+    ) -> Iterator[Any]:
+        """Yield the items (list elements, dict keys) page by page, each page one request.
+
+        No page on the wire exceeds ``page_bytes``, and one page at a time is
+        held.  With ``consistent``, a change to the value between pages raises
+        ``ChangedError``; without, the stream goes on (items may repeat or be
+        missed, as with Redis' SCAN).
+        """
+        cursor = protocol.Cursor(page_bytes, page_items, consistent)
+        while not cursor.done:
+            yield from cursor.take(self._conn.call("page", self._path, args=cursor.args()))
+
     def __contains__(self, item: Any) -> bool:
         return self._contains(item)
 

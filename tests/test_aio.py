@@ -250,8 +250,8 @@ def test_a_thousand_gathered_reads_through_read_only_servers(server, replicas):
 
     async def main():
         async with aio.connect(server.write_uri, read_uri=server.read_uri, timeout=30) as conn:
-            for _ in range(100):  # the replicas load the snapshot within a second
-                if await conn.db._contains("l"):
+            for _ in range(100):  # each replica loads the snapshot within a second
+                if all(await asyncio.gather(*(conn.db._contains("l") for _ in range(20)))):
                     break
                 await asyncio.sleep(0.05)
             return await asyncio.gather(*(conn.db["l"][i] for i in range(1000)))

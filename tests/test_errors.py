@@ -21,6 +21,8 @@ EXCEPTION_NAMES = {
     "ExecError",
     "StorageError",
     "AlreadyAppliedError",
+    "ChangedError",
+    "TooLargeError",
     "ConnectionError",
     "TimeoutError",
     "InternalError",

@@ -118,9 +118,17 @@ class Handler:
         except Exception as exc:  # a bug: keep serving, say where
             log.exception("internal error on %r", request.op)
             reply = protocol.error_reply(request.id, errors.InternalError(f"{type(exc).__name__}: {exc}"))
+        if request.max_reply is not None and len(reply) > request.max_reply:
+            reply = self._too_large(request, len(reply))
         if write:
             self.sessions.remember(request, reply)
         return reply
+
+    def _too_large(self, request: Request, size: int) -> bytes:
+        message = protocol.too_large_message(size, request.max_reply)
+        if request.is_write:
+            message += "; the write was applied"
+        return protocol.error_reply(request.id, errors.TooLargeError(message))
 
     def dispatch(self, request: Request) -> Any:
         """Run a request and return its result; raises on failure."""
@@ -201,6 +209,7 @@ class Handler:
         except (Exception, SystemExit) as exc:
             raise errors.ExecError(f"{type(exc).__name__}: {exc}") from None
         finally:
+            self.store.changes.everything()
             if self._save is not None:
                 self.save()  # exec bypasses the journal: persist whatever it changed now
         return output

@@ -82,7 +82,7 @@ def _send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
 
 def store_from_state(state: dict, undo_limit: int) -> tuple[Store, Sessions]:
     """Build the store and the write-dedup table from a loaded snapshot state."""
-    store = Store(state.get("root", {}), undo_limit)
+    store = Store(state.get("root", {}), undo_limit, state.get("version", 0))
     if "history" in state:
         store.history = state["history"]
         store.history.resize(undo_limit)
@@ -147,6 +147,7 @@ class ReadWriteServer:
             "root": self.handler.store.root,
             "history": self.handler.store.history,
             "sessions": self.handler.sessions,
+            "version": self.handler.store.changes.version,
         }
 
     def _collect_blobs(self, state: dict, started: float) -> None:

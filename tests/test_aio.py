@@ -60,16 +60,26 @@ def test_the_spec_example_runs_as_written(server):
             has = await db["l"]._contains(4)
             await db["n"]._iop("+=", 1)
             assert await db["l"].append(5) is None
+            await db["big"]._set(list(range(2500)))
+            streamed = [v async for v in db["big"]]
+            async with conn.batch() as b:
+                b["x"] = 1
+                b["l"].append(2)
+                b["n"] += 1
+                first = b["l"][0]._run()
             async with conn.locked():
                 await db["n"]._iop("*=", 10)
             await db.save()
             await db.undo()
             await db.redo()
-            return n, has, await db
+            await db["big"]._delete()
+            return n, has, streamed, first.value, b.results, await db
 
-    n, has, root = run(main())
+    n, has, streamed, first, results, root = run(main())
     assert (n, has) == (2, True)
-    assert root == {"l": [1, 4, 5], "n": 20}
+    assert streamed == list(range(2500))
+    assert first == 1 and results == [None, None, None, 1]
+    assert root == {"l": [1, 4, 5, 2], "n": 30, "x": 1}
 
 
 PARITY_SCRIPT = [

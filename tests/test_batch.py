@@ -249,3 +249,19 @@ def test_a_read_only_batch_is_a_consistent_multi_get_on_replicas(server):
         for replica in replicas:
             replica.stop()
     assert len(seen) > 1  # the replicas followed the writer meanwhile
+
+
+def test_a_journaled_batch_is_replayed_whatever_the_limit_now():
+    handler = Handler(Store(), max_batch_ops=1)
+    raw = json.dumps(
+        {
+            "v": 1,
+            "op": "batch",
+            "ops": [{"op": "set", "path": ["a"], "args": [1]}] * 2,
+            "client": "c",
+            "seq": 1,
+        }
+    ).encode()
+    handler.replay(raw)
+    assert handler.store.root == {"a": 1}
+    assert handler.max_batch_ops == 1

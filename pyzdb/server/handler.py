@@ -15,6 +15,7 @@ import dataclasses
 import io
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +97,8 @@ class Handler:
         """Re-run a journaled write at start-up (not journaled again)."""
         journal, self.journal = self.journal, None
         read_only, self.read_only = self.read_only, False  # a replica replays the writer's journal
+        # an acknowledged batch stays applied after a restart with a lower --max-batch-ops
+        batch_limit, self.max_batch_ops = self.max_batch_ops, sys.maxsize
         try:
             request = self.parse([raw])
             if isinstance(request, bytes):  # journaled by a pyzdb whose limits were looser
@@ -103,7 +106,7 @@ class Handler:
             else:
                 self.answer(request)
         finally:
-            self.journal, self.read_only = journal, read_only
+            self.journal, self.read_only, self.max_batch_ops = journal, read_only, batch_limit
 
     def answer(self, request: Request) -> bytes:
         """Run a decoded request and return its reply."""

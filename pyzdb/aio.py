@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import warnings
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Generator
 from typing import Any
 
@@ -79,6 +80,52 @@ class _Entry:
         release, self.release = self.release, None
         if release is not None:
             release()
+
+
+class _Slots:
+    """Places on the wire, given in first-come order, each wait bounded by a deadline.
+
+    A semaphore with ``asyncio.wait_for`` would cost a task per wait, and on
+    Python 3.11 a timeout racing a grant can lose the place for good.
+    """
+
+    __slots__ = ("free", "_waiters")
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiters: deque[asyncio.Future] = deque()
+
+    async def take(self, deadline: float) -> None:
+        """Take a place, waiting in line until ``deadline`` (loop time): ``TimeoutError``."""
+        if self.free and not self._waiters:
+            self.free -= 1
+            return
+        loop = asyncio.get_running_loop()
+        granted = loop.create_future()
+        self._waiters.append(granted)
+        timer = loop.call_at(deadline, _expire_wait, granted)
+        try:
+            await granted
+        except BaseException:
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
+                self.give()  # granted just as the wait was cancelled: pass the place on
+            raise
+        finally:
+            timer.cancel()
+
+    def give(self) -> None:
+        """Give a place back: to the first in line still waiting, else to the pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
+def _expire_wait(granted: asyncio.Future) -> None:
+    if not granted.done():
+        granted.set_exception(TimeoutError())
 
 
 class _Channel:
@@ -222,8 +269,8 @@ class Connection:
         self._read = _Channel(self._context, read_uri, memory_limit) if read_uri else self._write
         self._lock: _Channel | None = None
         self._locking = False
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._write_slots = asyncio.Semaphore(min(max_in_flight, WRITE_WINDOW))
+        self._slots = _Slots(max_in_flight)
+        self._write_slots = _Slots(min(max_in_flight, WRITE_WINDOW))
         self._closed = False
         self.db = AsyncRoot(self)
 
@@ -283,22 +330,18 @@ class Connection:
 
     async def _take_slots(self, write: bool, deadline: float) -> Any:
         """Wait for a place on the wire; return the function that gives it back."""
-        semaphores = (self._write_slots, self._slots) if write else (self._slots,)
-        taken: list[asyncio.Semaphore] = []
+        pools = (self._write_slots, self._slots) if write else (self._slots,)
+        taken: list[_Slots] = []
 
         def release() -> None:
-            for semaphore in taken:
-                semaphore.release()
+            for pool in taken:
+                pool.give()
 
         try:
-            for semaphore in semaphores:
-                if semaphore.locked():
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    await asyncio.wait_for(semaphore.acquire(), max(remaining, 0))
-                else:
-                    await semaphore.acquire()  # free: returns at once
-                taken.append(semaphore)
-        except (TimeoutError, asyncio.TimeoutError):
+            for pool in pools:
+                await pool.take(deadline)
+                taken.append(pool)
+        except TimeoutError:
             release()
             raise errors.TimeoutError(
                 f"no place on the wire within {self.timeout:g} s ({self.max_in_flight} requests in flight);"

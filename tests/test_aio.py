@@ -448,3 +448,39 @@ def test_sigkill_and_restart_during_concurrent_writes(tmp_path, report):
     assert stored == sorted(stored), "writes were applied out of issue order"
     # the lost connection is noticed and everything waiting resent in order, so nothing is refused
     assert not failed and stored == list(range(count))
+
+
+def test_places_on_the_wire_are_given_in_order_and_never_lost():
+    from pyzdb.aio import _Slots
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        slots = _Slots(1)
+        await slots.take(loop.time() + 5)
+        order = []
+
+        async def wait(name, bound=5.0):
+            await slots.take(loop.time() + bound)
+            order.append(name)
+
+        first, second, third = (asyncio.ensure_future(wait(n)) for n in "abc")
+        late = asyncio.ensure_future(wait("timed out", 0.05))
+        await asyncio.sleep(0.1)
+        with pytest.raises(TimeoutError):
+            await late
+        first.cancel()
+        slots.give()  # the cancelled first is skipped: b gets it
+        await asyncio.sleep(0)
+        slots.give()
+        await asyncio.gather(second, third)
+        second_cancelled_after_grant = asyncio.ensure_future(wait("d"))
+        await asyncio.sleep(0)
+        slots.give()  # granted to d ...
+        second_cancelled_after_grant.cancel()  # ... cancelled before it ran: the place goes back
+        with pytest.raises(asyncio.CancelledError):
+            await second_cancelled_after_grant
+        return order, slots.free
+
+    order, free = run(main())
+    assert order == ["b", "c"]
+    assert free == 1

@@ -346,7 +346,10 @@ def _tagged_members(raw: bytes) -> tuple[str, ...]:
     return tuple(name for name in ("id", "v", "seq") if type(envelope.get(name)) is dict)
 
 
-def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Request:
+def _validate(
+    message: dict, raw: bytes, request_id: Any, tags: frozenset, brackets: int | None = None
+) -> Request:
+    """Check one request (or one operation of a batch, with the batch's ``brackets`` counted once)."""
     version = message.get("v")
     if type(version) is not int or version != VERSION:  # true == 1 and 1.0 == 1 in Python
         raise errors.ProtocolError(
@@ -366,7 +369,7 @@ def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Re
         raise errors.ProtocolError("$slice only has a meaning as a path step")
     # a method call puts its arguments inside the node at ``path``: one level deeper
     levels = len(path) + (op == "call")
-    if _may_nest_deeper(raw, levels):
+    if _may_nest_deeper(raw, levels, brackets):
         _check_depth(path, levels, args, kwargs)
     client, seq, token = message.get("client"), message.get("seq"), message.get("token")
     if client is not None or seq is not None or token is not None:  # reads usually carry none
@@ -405,9 +408,10 @@ def _validate_batch(message: dict, raw: bytes, request_id: Any, tags: frozenset,
             f"a batch of {len(operations)} operations exceeds the limit of {limit} (--max-batch-ops)"
         )
     decoded = []
+    brackets = _brackets(raw)  # counted once: per operation it made a batch quadratic
     for index, operation in enumerate(operations):
         try:
-            decoded.append(_batch_operation(operation, raw, tags))
+            decoded.append(_batch_operation(operation, raw, tags, brackets))
         except errors.PyzdbError as exc:
             exc.batch_index = index
             raise
@@ -417,7 +421,7 @@ def _validate_batch(message: dict, raw: bytes, request_id: Any, tags: frozenset,
     )  # fmt: skip
 
 
-def _batch_operation(operation: Any, raw: bytes, tags: frozenset) -> Request:
+def _batch_operation(operation: Any, raw: bytes, tags: frozenset, brackets: int) -> Request:
     if type(operation) is not dict:
         raise errors.ProtocolError("each operation of a batch must be a JSON object")
     op = operation.get("op")
@@ -426,7 +430,7 @@ def _batch_operation(operation: Any, raw: bytes, tags: frozenset) -> Request:
     extra = {"id", "client", "seq", "token", "v", "max_reply"} & operation.keys()
     if extra:
         raise errors.ProtocolError(f"an operation of a batch has no {sorted(extra)[0]!r} of its own")
-    return _validate({**operation, "v": VERSION}, raw, None, tags)
+    return _validate({**operation, "v": VERSION}, raw, None, tags, brackets)
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
@@ -478,9 +482,13 @@ def _decode_step(step: Any) -> Any:
     return step
 
 
-def _may_nest_deeper(raw: bytes, levels: int) -> bool:
+def _brackets(raw: bytes) -> int:
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def _may_nest_deeper(raw: bytes, levels: int, brackets: int | None = None) -> bool:
     """Cheap test: nesting depth is at most the number of brackets in the message."""
-    return raw.count(b"[") + raw.count(b"{") > codec.MAX_DEPTH - levels
+    return (_brackets(raw) if brackets is None else brackets) > codec.MAX_DEPTH - levels
 
 
 def _check_depth(path: tuple, levels: int, args: list, kwargs: dict) -> None:

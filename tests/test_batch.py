@@ -265,3 +265,17 @@ def test_a_journaled_batch_is_replayed_whatever_the_limit_now():
     handler.replay(raw)
     assert handler.store.root == {"a": 1}
     assert handler.max_batch_ops == 1
+
+
+def test_an_operation_nested_too_deep_is_refused_in_a_batch():
+    handler = Handler(Store())
+    deep: object = 1
+    for _ in range(60):
+        deep = [deep]
+    path = [f"k{i}" for i in range(50)]  # 50 steps in one array: few brackets, many levels
+    raw = json.dumps(
+        {"v": 1, "op": "batch", "id": 1, "ops": [{"op": "set", "path": path, "args": [deep]}]}
+    ).encode()
+    with pytest.raises(errors.ProtocolError, match="nested deeper than 100 levels") as caught:
+        protocol.decode_reply(handler.handle([raw]))
+    assert caught.value.batch_index == 0

@@ -484,3 +484,27 @@ def test_places_on_the_wire_are_given_in_order_and_never_lost():
     order, free = run(main())
     assert order == ["b", "c"]
     assert free == 1
+
+
+def test_the_lock_holds_other_connections_back_until_unlock(server):
+    async def main():
+        async with (
+            aio.connect(server.write_uri, timeout=10) as holder,
+            aio.connect(server.write_uri, timeout=10) as other,
+        ):
+            await holder.db["l"]._set([])
+            async with holder.locked():
+                waiting = asyncio.ensure_future(other.db["l"].append("other"))
+                await asyncio.sleep(0.3)
+                held_back = not waiting.done()
+                await asyncio.gather(*(holder.db["l"].append(i) for i in range(20)))
+                with pytest.raises(errors.LockError, match="already holds"):
+                    await holder.lock()
+            await waiting
+            with pytest.raises(errors.LockError, match="does not hold"):
+                await holder.unlock()
+            return held_back, await holder.db["l"]
+
+    held_back, stored = run(main())
+    assert held_back
+    assert stored == [*range(20), "other"]

@@ -22,6 +22,9 @@ skips what is missing), then measures, on 127.0.0.1 and free ports:
    ``save()`` blocks a client hammering small reads;
 4. time-series collections (``_timeseries.py``): indexed ``select``, ``madd``,
    ``range`` with aggregation against numpy, memory per sample.
+5. aio: one asyncio connection with 64 reads in flight against the sync
+   client and redis.asyncio, a batch of 1,000 sets against a Redis pipeline,
+   and streaming a 10M-int list against a plain ``_run()`` (benchmarks/_aio.py).
 
 It prints the table (stdout; progress goes to stderr), writes
 ``benchmarks/results/latest.json`` and draws ``docs/performance.png``
@@ -49,6 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import _aio  # noqa: E402
 import _procs  # noqa: E402
 import _report  # noqa: E402
 import _setup  # noqa: E402
@@ -435,11 +439,37 @@ def git_commit() -> str:
     return head.stdout.strip() + (" +changes in pyzdb/" if status.stdout.strip() else "")
 
 
+# --- 4. the asyncio client, batches, streaming (issue 13) -------------------------------
+
+
+def aio_section(bench: Bench) -> None:
+    """One async connection against the sync client and redis.asyncio, batches, streaming."""
+    say("aio: starting a pyzdb server and Redis")
+    server = _procs.start_pyzdb(bench.scratch / "aio.pkl")
+    targets: dict = {}
+    redis_proc = start_plain_redis(bench, targets)
+    quick = bench.config.mode == "quick"
+    try:
+        redis_port = targets["redis"][0] if "redis" in targets else None
+        bench.results["aio"] = _aio.run(
+            server.uri,
+            redis_port,
+            bench.config.rounds,
+            bench.config.seconds,
+            1_000_000 if quick else 10_000_000,
+        )
+    finally:
+        if redis_proc is not None:
+            _procs.stop(redis_proc)
+        _procs.stop(server.process)
+
+
 SECTIONS = {
     "requests": request_section,
     "durable": durable_section,
     "stores": store_section,
     "timeseries": _timeseries.timeseries_section,
+    "aio": aio_section,
 }
 
 

@@ -145,6 +145,13 @@ def server_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest request accepted (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-batch-ops",
+        type=int,
+        default=ServerConfig.max_batch_ops,
+        metavar="N",
+        help="most operations in one batch request (default: %(default)s)",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     parser.add_argument("--version", action="version", version=f"pyzdb {__version__}")
     return parser
@@ -158,6 +165,8 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         parser.error("--undo-limit cannot be negative")
     if args.lock_timeout <= 0:
         parser.error("--lock-timeout must be positive")
+    if args.max_batch_ops < 1:
+        parser.error("--max-batch-ops must be at least 1")
     server_key, client_key = _server_keys(parser, args)
     config = ServerConfig.from_port_base(
         args.port_base,
@@ -171,6 +180,7 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         autosave_writes=args.autosave_writes,
         autosave_seconds=args.autosave_seconds,
         max_message_size=args.max_message_size,
+        max_batch_ops=args.max_batch_ops,
         verbose=args.verbose,
         curve=None if args.read_only else args.curve,
         import_dirs=tuple(args.import_dir),

@@ -32,7 +32,7 @@ import zmq
 
 from pyzdb import errors, protocol
 from pyzdb.keys import ClientKeys, client_keys
-from pyzdb.proxy import Root
+from pyzdb.proxy import Batch, Root
 
 DEFAULT_WRITE_URI = "tcp://localhost:5559"
 DEFAULT_TIMEOUT = 60.0
@@ -112,6 +112,7 @@ class Connection:
         read_uri: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
+        memory_limit: int | None = None,
         *,
         server_key: str | os.PathLike | None = None,
         client_key: str | os.PathLike | None = None,
@@ -124,15 +125,18 @@ class Connection:
         """
         self.timeout = timeout
         self.retry_interval = retry_interval
-        self.client_id = os.urandom(8).hex()
+        self._state = protocol.ClientState(memory_limit)
+        self.client_id = self._state.client_id
         self.keys = client_keys(server_key, client_key)
         self._context = zmq.Context()
         self._write = Channel(self._context, write_uri, self.keys)
         self._read = Channel(self._context, read_uri, self.keys) if read_uri else self._write
         self._lock: Channel | None = None
-        self._token: str | None = None
-        self._seq = 0
         self.db = Root(self)
+
+    @property
+    def _token(self) -> str | None:
+        return self._state.token
 
     def call(
         self,
@@ -143,29 +147,26 @@ class Connection:
         kwargs: dict | None = None,
     ) -> Any:
         """Send one request and return its result, or raise the error it carried."""
-        write = protocol.is_write(op, method)
-        self._seq += 1
-        uploads: list[bytes] = []
-        message = protocol.build_request(
-            op,
-            path,
-            method,
-            args,
-            kwargs,
-            uploads,
-            id=self._seq,
-            client=self.client_id if write else None,
-            seq=self._seq if write else None,
-            token=self._token,
-        )
+        return self._send(self._state.prepare(op, path, method, args, kwargs))
+
+    def batch(self) -> Batch:
+        """``with conn.batch() as b:`` records operations and sends them as one all-or-nothing request."""
+        return Batch(self)
+
+    def run_batch(self, operations: list[dict], write: bool) -> list:
+        """Send operations recorded by a :class:`~pyzdb.proxy.Batch`; return their results."""
+        return self._send(self._state.prepare_batch(operations, write))
+
+    def _send(self, outgoing: protocol.Outgoing) -> Any:
+        write = outgoing.write
         channel = self._lock or (self._write if write else self._read)
         try:
-            frames = [protocol.encode_request(message), *uploads]
-            raw = channel.request(frames, self.timeout, self.retry_interval)
-        except errors.TimeoutError as exc:
+            raw = channel.request(self._state.stamp(outgoing), self.timeout, self.retry_interval)
+        except errors.TimeoutError as exc:  # the channel's message, with the keys hint under CURVE
             if write:
                 exc.message += "; the write may or may not have been applied"
             raise
+        self._state.check_size(raw)
         return protocol.decode_reply(raw)[1]
 
     def lock(self) -> None:
@@ -173,8 +174,8 @@ class Connection:
         if self._token is not None:
             raise errors.LockError("this connection already holds the lock")
         grant = self.call("lock")
-        self._lock = Channel(self._context, _lock_address(self._write.uri, grant["lock_uri"]), self.keys)
-        self._token = grant["token"]
+        self._lock = Channel(self._context, lock_address(self._write.uri, grant["lock_uri"]), self.keys)
+        self._state.token = grant["token"]
 
     def unlock(self) -> None:
         """Give the lock back (raises ``LockError`` if it had expired)."""
@@ -184,7 +185,7 @@ class Connection:
             self.call("unlock")
         finally:
             self._lock.reset()
-            self._lock = self._token = None
+            self._lock = self._state.token = None
 
     @contextmanager
     def locked(self) -> Iterator[Connection]:
@@ -209,7 +210,7 @@ class Connection:
         self.close()
 
 
-def _lock_address(write_uri: str, lock_uri: str) -> str:
+def lock_address(write_uri: str, lock_uri: str) -> str:
     """The lock socket on the host we reach the write queue at."""
     write, lock = urlsplit(write_uri), urlsplit(lock_uri)
     if write.scheme == lock.scheme == "tcp":
@@ -221,26 +222,34 @@ def connect(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    memory_limit: int | None = None,
     *,
     server_key: str | os.PathLike | None = None,
     client_key: str | os.PathLike | None = None,
 ) -> Connection:
-    """Open a connection; use it as a context manager to close it on exit (keys: SPEC §11)."""
-    return Connection(write_uri, read_uri, timeout, server_key=server_key, client_key=client_key)
+    """Open a connection; use it as a context manager to close it on exit.
+
+    With ``memory_limit``, a reply longer than that many bytes is not sent:
+    the call raises ``TooLargeError`` and the connection goes on.  Against a
+    server started with ``--curve``, pass ``server_key`` (the server's
+    ``server.key``) and ``client_key`` (your ``.key_secret``, SPEC §11).
+    """
+    return Connection(
+        write_uri, read_uri, timeout, memory_limit=memory_limit, server_key=server_key, client_key=client_key
+    )
 
 
 def client(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    memory_limit: int | None = None,
     *,
     server_key: str | os.PathLike | None = None,
     client_key: str | os.PathLike | None = None,
 ) -> tuple[Root, Connection]:
-    """Return ``(db, conn)``: the root reference and its connection (SPEC §3).
-
-    Against a server started with ``--curve``, pass ``server_key`` (the server's
-    ``server.key``) and ``client_key`` (your ``.key_secret``, SPEC §11).
-    """
-    conn = Connection(write_uri, read_uri, timeout, server_key=server_key, client_key=client_key)
+    """Return ``(db, conn)``: the root reference and its connection (SPEC §3); see :func:`connect`."""
+    conn = Connection(
+        write_uri, read_uri, timeout, memory_limit=memory_limit, server_key=server_key, client_key=client_key
+    )
     return conn.db, conn

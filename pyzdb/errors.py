@@ -13,6 +13,8 @@
      ├── ExecError              the code sent by the exec client raised
      ├── StorageError           the server could not write to disk
      ├── AlreadyAppliedError    a resent write was applied before; its reply was too big to keep
+     ├── ChangedError           a consistent stream's value changed between two pages
+     ├── TooLargeError          a reply larger than the client's memory_limit, or an item over page_bytes
      ├── ConnectionError        (also builtins.ConnectionError) transport failure
      │    └── TimeoutError      (also builtins.TimeoutError) no reply in time
      ├── InternalError          a bug in the server; the message says where
@@ -111,6 +113,18 @@ class AlreadyAppliedError(PyzdbError):
     wire_name = "AlreadyAppliedError"
 
 
+class ChangedError(PyzdbError):
+    """A value streamed with ``consistent=True`` changed between two of its pages."""
+
+    wire_name = "ChangedError"
+
+
+class TooLargeError(PyzdbError):
+    """A reply over the connection's ``memory_limit`` (not sent), or a streamed item over ``page_bytes``."""
+
+    wire_name = "TooLargeError"
+
+
 class ConnectionError(PyzdbError, builtins.ConnectionError):  # noqa: A001
     """The client could not reach the server."""
 
@@ -170,6 +184,8 @@ _BY_WIRE_NAME: dict[str, type[PyzdbError]] = {
         ExecError,
         StorageError,
         AlreadyAppliedError,
+        ChangedError,
+        TooLargeError,
         ConnectionError,
         TimeoutError,
         InternalError,

@@ -7,6 +7,7 @@ description of the same format for other languages.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ READ_OPS: dict[str, tuple[int, bool]] = {
     "contains": (1, False),
     "bool": (0, False),
     "ping": (0, False),
+    "page": (4, False),
 }
 WRITE_OPS: dict[str, tuple[int, bool]] = {
     "set": (1, True),
@@ -41,6 +43,9 @@ CONTROL_OPS: dict[str, tuple[int, bool]] = {
     "exec": (1, False),
 }
 """Ops about the server rather than the data; all but ``ping`` need the read-write server."""
+MAX_BATCH_OPS = 10_000
+"""Default most operations in one ``batch`` request (``--max-batch-ops``)."""
+REFUSED_IN_BATCH = frozenset({"save", "undo", "redo", "lock", "unlock", "exec", "batch", "ping"})
 
 
 @dataclass(slots=True)
@@ -62,10 +67,16 @@ class Request:
     """Frames after the JSON one: contents of uploaded files (``$file`` with ``frame``)."""
     tags: frozenset = field(default=frozenset(), repr=False, compare=False)
     """The tags the message held, decoded (``"\\u0024file"`` counts as ``"$file"``)."""
+    ops: tuple = field(default=(), repr=False, compare=False)
+    """For ``batch``: the operations, each a :class:`Request` without envelope."""
+    max_reply: int | None = None
+    """The client's ``memory_limit``: a longer reply is replaced by a ``TooLargeError`` one."""
 
     @property
     def is_write(self) -> bool:
-        """True if the request must go to the read-write server."""
+        """True if the request must go to the read-write server (a batch: if it holds a write)."""
+        if self.op == "batch":
+            return any(operation.is_write for operation in self.ops)
         return is_write(self.op, self.method)
 
 
@@ -151,23 +162,165 @@ def encode_request(message: dict) -> bytes:
     return codec.dumps(message)
 
 
-def decode_reply(raw: bytes) -> tuple[Any, Any]:
-    """Return ``(id, result)`` of a reply, or raise the error it carries."""
+def parse_reply(raw: bytes) -> dict:
+    """Parse a reply into its JSON object (``id``, ``ok``, ...) without raising the error it may carry.
+
+    A transport that has many requests in flight reads the ``id`` here to find
+    the request, then :func:`reply_result` gives the result or raises.
+    """
     reply = codec.loads(raw)
     if type(reply) is not dict or reply.get("v") != VERSION or "ok" not in reply:
         raise errors.ProtocolError(f"not a pyzdb reply: {raw[:80]!r}")
+    return reply
+
+
+def reply_result(reply: dict) -> Any:
+    """The result of a reply parsed by :func:`parse_reply`, or raise the error it carries."""
     if reply["ok"] is True:
-        return reply.get("id"), reply.get("result")
+        return reply.get("result")
     error = reply.get("error")
     if type(error) is not dict:
-        raise errors.ProtocolError(f"error reply without an error: {raw[:80]!r}")
-    raise errors.from_wire(str(error.get("type")), str(error.get("message")))
+        raise errors.ProtocolError(f"error reply without an error: {codec.brief(reply)}")
+    exc = errors.from_wire(str(error.get("type")), str(error.get("message")))
+    if type(error.get("batch_index")) is int:
+        exc.batch_index = error["batch_index"]
+    raise exc
+
+
+def decode_reply(raw: bytes) -> tuple[Any, Any]:
+    """Return ``(id, result)`` of a reply, or raise the error it carries."""
+    reply = parse_reply(raw)
+    return reply.get("id"), reply_result(reply)
+
+
+class ClientState:
+    """What a client connection keeps between requests, whatever its transport (no I/O).
+
+    The sync and asyncio clients share it (the sans-I/O model of h11):
+    :meth:`prepare` validates and encodes a call's values at once (``TypeError``
+    for a value pyzdb cannot store), :meth:`stamp` gives it its ``id``, and for
+    a write its ``client`` and ``seq``, when it is sent, and returns the frames
+    to send (and to resend, byte for byte, on a retry).
+    """
+
+    __slots__ = ("client_id", "counter", "token", "max_reply")
+
+    def __init__(self, max_reply: int | None = None) -> None:
+        if max_reply is not None and (type(max_reply) is not int or max_reply < 1):
+            raise ValueError(f"memory_limit must be a positive number of bytes, not {max_reply!r}")
+        self.max_reply = max_reply
+        """The connection's ``memory_limit``: sent with every request, checked on every reply."""
+        self.client_id = os.urandom(8).hex()
+        self.counter = 0
+        """The last ``id`` used; a write's ``seq`` is its ``id``, so writes are numbered in send order."""
+        self.token: str | None = None
+        """The lock token while this connection holds the lock."""
+
+    def prepare(
+        self,
+        op: str,
+        path: tuple = (),
+        method: str | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> Outgoing:
+        """Build a request (not yet numbered); raises ``TypeError`` for values pyzdb cannot store."""
+        uploads: list[bytes] = []
+        message = build_request(op, path, method, args, kwargs, uploads)
+        return Outgoing(message, uploads, is_write(op, method))
+
+    def prepare_batch(self, operations: list[dict], write: bool) -> Outgoing:
+        """A ``batch`` request of operations recorded by :class:`pyzdb.proxy.Batch` (already encoded)."""
+        return Outgoing({"v": VERSION, "op": "batch", "ops": operations}, [], write)
+
+    def stamp(self, outgoing: Outgoing) -> list[bytes]:
+        """Number ``outgoing`` (and add the lock token if held); return its frames."""
+        self.counter += 1
+        message = outgoing.message
+        message["id"] = outgoing.id = self.counter
+        if outgoing.write:
+            message["client"] = self.client_id
+            message["seq"] = self.counter
+        if self.token is not None:
+            message["token"] = self.token
+        if self.max_reply is not None:
+            message["max_reply"] = self.max_reply
+        return [encode_request(message), *outgoing.uploads]
+
+    def check_size(self, raw: bytes) -> None:
+        """Refuse a reply over ``memory_limit`` (a server that ignored ``max_reply``)."""
+        if self.max_reply is not None and len(raw) > self.max_reply:
+            raise errors.TooLargeError(too_large_message(len(raw), self.max_reply))
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A request prepared by :meth:`ClientState.prepare`."""
+
+    message: dict
+    uploads: list[bytes]
+    write: bool
+    id: int | None = None
+
+
+class Cursor:
+    """Where a stream is: the arguments of its next ``page`` request, and what a page says (no I/O).
+
+    Streams are stateless on the server: each page request names its start
+    (an index into the list, or into the dict's keys) and, when
+    ``consistent``, the version of the first page, so pages may come from
+    different servers and nothing is left open when a client goes away.
+    """
+
+    __slots__ = ("start", "page_items", "page_bytes", "consistent", "since", "done")
+
+    def __init__(self, page_bytes: int, page_items: int, consistent: bool) -> None:
+        if type(page_bytes) is not int or page_bytes < 256:
+            raise ValueError(f"page_bytes must be an integer of at least 256, not {page_bytes!r}")
+        if type(page_items) is not int or not 1 <= page_items <= 1_000_000:
+            raise ValueError(f"page_items must be an integer from 1 to 1,000,000, not {page_items!r}")
+        self.page_bytes, self.page_items, self.consistent = page_bytes, page_items, bool(consistent)
+        self.start = 0
+        self.since: int | None = None
+        self.done = False
+
+    def args(self) -> tuple:
+        """The arguments of the next ``page`` request."""
+        return (self.start, self.page_items, self.page_bytes, self.since)
+
+    def take(self, page: Any) -> list:
+        """The items of a page's result; moves the cursor on."""
+        if type(page) is not dict or type(page.get("items")) is not list:
+            raise errors.ProtocolError(f"not a page: {codec.brief(page)}")
+        following = page.get("next")
+        if following is None:
+            self.done = True
+        elif type(following) is not int or following <= self.start:
+            raise errors.ProtocolError(f"a page's 'next' must move on, got {codec.brief(following)}")
+        else:
+            self.start = following
+        if self.consistent and self.since is None:
+            self.since = page.get("version")
+        return page["items"]
+
+
+def too_large_message(size: int, limit: int) -> str:
+    """The text of the ``TooLargeError`` for a reply of ``size`` bytes over ``limit``."""
+    return f"the reply of {size} bytes exceeds this connection's memory_limit of {limit} bytes"
+
+
+def timeout_message(uri: str, timeout: float, write: bool) -> str:
+    """The text of the ``TimeoutError`` both clients raise when a request gets no reply."""
+    text = f"no reply from {uri} within {timeout:g} s"
+    return text + "; the write may or may not have been applied" if write else text
 
 
 # --- server side -----------------------------------------------------------------
 
 
-def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
+def decode_request(
+    raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES, max_batch_ops: int = MAX_BATCH_OPS
+) -> Request:
     """Parse and validate a request; raise :class:`ProtocolError` or ``NotAllowedError``."""
     if len(raw) > max_bytes:
         raise errors.ProtocolError(f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
@@ -182,6 +335,8 @@ def decode_request(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Request:
     try:
         if tagged:
             raise errors.ProtocolError(f"{tagged[0]!r} must be a plain JSON value, not a tag")
+        if message.get("op") == "batch":
+            return _validate_batch(message, raw, request_id, frozenset(tags), max_batch_ops)
         return _validate(message, raw, request_id, frozenset(tags))
     except errors.PyzdbError as exc:
         exc.request_id = request_id  # so the error reply can still be matched to its request
@@ -194,7 +349,10 @@ def _tagged_members(raw: bytes) -> tuple[str, ...]:
     return tuple(name for name in ("id", "v", "seq") if type(envelope.get(name)) is dict)
 
 
-def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Request:
+def _validate(
+    message: dict, raw: bytes, request_id: Any, tags: frozenset, brackets: int | None = None
+) -> Request:
+    """Check one request (or one operation of a batch, with the batch's ``brackets`` counted once)."""
     version = message.get("v")
     if type(version) is not int or version != VERSION:  # true == 1 and 1.0 == 1 in Python
         raise errors.ProtocolError(
@@ -214,14 +372,68 @@ def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Re
         raise errors.ProtocolError("$slice only has a meaning as a path step")
     # a method call puts its arguments inside the node at ``path``: one level deeper
     levels = len(path) + (op == "call")
-    if _may_nest_deeper(raw, levels):
+    if _may_nest_deeper(raw, levels, brackets):
         _check_depth(path, levels, args, kwargs)
     client, seq, token = message.get("client"), message.get("seq"), message.get("token")
     if client is not None or seq is not None or token is not None:  # reads usually carry none
         _typed(client, str, "client")
         _typed(seq, int, "seq")
         _typed(token, str, "token")
-    return Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw, tags=tags)
+    max_reply = message.get("max_reply")
+    if max_reply is not None and (type(max_reply) is not int or max_reply < 1):
+        raise errors.ProtocolError("'max_reply' must be a positive integer")
+    return Request(
+        op,
+        path,
+        method,
+        tuple(args),
+        kwargs,
+        request_id,
+        client,
+        seq,
+        token,
+        raw,
+        tags=tags,
+        max_reply=max_reply,
+    )
+
+
+def _validate_batch(message: dict, raw: bytes, request_id: Any, tags: frozenset, limit: int) -> Request:
+    """A ``batch``: the envelope as any request's, then each operation as a request of its own."""
+    envelope = _validate({**message, "op": "ping"}, raw, request_id, tags)
+    operations = message.get("ops")
+    if type(operations) is not list or not operations:
+        raise errors.ProtocolError("a 'batch' needs an 'ops' array of at least one operation")
+    if "$file" in tags:
+        raise errors.ProtocolError("a batch cannot store files; send each file in a write of its own")
+    if len(operations) > limit:
+        raise errors.ProtocolError(
+            f"a batch of {len(operations)} operations exceeds the limit of {limit} (--max-batch-ops)"
+        )
+    decoded = []
+    brackets = _brackets(raw)  # counted once: per operation it made a batch quadratic
+    for index, operation in enumerate(operations):
+        try:
+            decoded.append(_batch_operation(operation, raw, tags, brackets))
+        except errors.PyzdbError as exc:
+            exc.batch_index = index
+            raise
+    return Request(
+        "batch", (), None, (), {}, request_id, envelope.client, envelope.seq, envelope.token, raw,
+        tags=tags, ops=tuple(decoded), max_reply=envelope.max_reply,
+    )  # fmt: skip
+
+
+def _batch_operation(operation: Any, raw: bytes, tags: frozenset, brackets: int) -> Request:
+    if type(operation) is not dict:
+        raise errors.ProtocolError("each operation of a batch must be a JSON object")
+    op = operation.get("op")
+    if op in REFUSED_IN_BATCH:
+        raise errors.NotAllowedError(f"{op!r} is refused in a batch")
+    extra = {"id", "client", "seq", "token", "v", "max_reply"} & operation.keys()
+    if extra:
+        raise errors.ProtocolError(f"an operation of a batch has no {sorted(extra)[0]!r} of its own")
+    return _validate({**operation, "v": VERSION}, raw, None, tags, brackets)
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
@@ -273,9 +485,13 @@ def _decode_step(step: Any) -> Any:
     return step
 
 
-def _may_nest_deeper(raw: bytes, levels: int) -> bool:
+def _brackets(raw: bytes) -> int:
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def _may_nest_deeper(raw: bytes, levels: int, brackets: int | None = None) -> bool:
     """Cheap test: nesting depth is at most the number of brackets in the message."""
-    return raw.count(b"[") + raw.count(b"{") > codec.MAX_DEPTH - levels
+    return (_brackets(raw) if brackets is None else brackets) > codec.MAX_DEPTH - levels
 
 
 def _check_depth(path: tuple, levels: int, args: list, kwargs: dict) -> None:
@@ -316,8 +532,10 @@ def ok_reply(request_id: Any, result: Any) -> bytes:
 
 
 def error_reply(request_id: Any, exc: BaseException) -> bytes:
-    """Serialise an error reply for ``exc``."""
+    """Serialise an error reply for ``exc`` (with its ``batch_index`` when it failed a batch)."""
     name, message = errors.to_wire(exc)
-    return codec.dumps(
-        {"v": VERSION, "id": request_id, "ok": False, "error": {"type": name, "message": message}}
-    )
+    error: dict[str, Any] = {"type": name, "message": message}
+    batch_index = getattr(exc, "batch_index", None)
+    if type(batch_index) is int:
+        error["batch_index"] = batch_index
+    return codec.dumps({"v": VERSION, "id": request_id, "ok": False, "error": error})

@@ -22,6 +22,8 @@ EXCEPTION_NAMES = {
     "ExecError",
     "StorageError",
     "AlreadyAppliedError",
+    "ChangedError",
+    "TooLargeError",
     "ConnectionError",
     "TimeoutError",
     "InternalError",

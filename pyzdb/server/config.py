@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyzdb.protocol import MAX_MESSAGE_BYTES
+from pyzdb.protocol import MAX_BATCH_OPS, MAX_MESSAGE_BYTES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT_BASE = 5558
@@ -34,6 +34,7 @@ class ServerConfig:
     autosave_writes: int = 10_000
     autosave_seconds: float = 300.0
     max_message_size: int = MAX_MESSAGE_BYTES
+    max_batch_ops: int = MAX_BATCH_OPS
     verbose: int = 0
     import_dirs: tuple[str, ...] = ()
     """Folders ``File("/path")`` may move files from (``--import-dir``, SPEC §4); none by default."""

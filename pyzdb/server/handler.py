@@ -15,6 +15,7 @@ import dataclasses
 import io
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ class Handler:
         read_only: bool = False,
         allow_exec: bool = False,
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
+        max_batch_ops: int = protocol.MAX_BATCH_OPS,
         sessions: Sessions | None = None,
         journal: Callable[[bytes], None] | None = None,
         blobs: BlobStore | None = None,
@@ -61,6 +63,7 @@ class Handler:
         self.read_only = read_only
         self.allow_exec = allow_exec
         self.max_message_bytes = max_message_bytes
+        self.max_batch_ops = max_batch_ops
         self._save = save
 
     def handle(self, frames: list[bytes]) -> bytes:
@@ -78,7 +81,7 @@ class Handler:
                 raise errors.ProtocolError(
                     f"message of {size} bytes exceeds the limit of {self.max_message_bytes}"
                 )
-            request = protocol.decode_request(frames[0], self.max_message_bytes)
+            request = protocol.decode_request(frames[0], self.max_message_bytes, self.max_batch_ops)
         except errors.PyzdbError as exc:
             return protocol.error_reply(getattr(exc, "request_id", None), exc)
         except Exception:  # a bug in decoding: the message gets an answer, the server goes on
@@ -94,6 +97,8 @@ class Handler:
         """Re-run a journaled write at start-up (not journaled again)."""
         journal, self.journal = self.journal, None
         read_only, self.read_only = self.read_only, False  # a replica replays the writer's journal
+        # an acknowledged batch stays applied after a restart with a lower --max-batch-ops
+        batch_limit, self.max_batch_ops = self.max_batch_ops, sys.maxsize
         try:
             request = self.parse([raw])
             if isinstance(request, bytes):  # journaled by a pyzdb whose limits were looser
@@ -101,7 +106,7 @@ class Handler:
             else:
                 self.answer(request)
         finally:
-            self.journal, self.read_only = journal, read_only
+            self.journal, self.read_only, self.max_batch_ops = journal, read_only, batch_limit
 
     def answer(self, request: Request) -> bytes:
         """Run a decoded request and return its reply."""
@@ -116,9 +121,17 @@ class Handler:
         except Exception as exc:  # a bug: keep serving, say where
             log.exception("internal error on %r", request.op)
             reply = protocol.error_reply(request.id, errors.InternalError(f"{type(exc).__name__}: {exc}"))
+        if request.max_reply is not None and len(reply) > request.max_reply:
+            reply = self._too_large(request, len(reply))
         if write:
             self.sessions.remember(request, reply)
         return reply
+
+    def _too_large(self, request: Request, size: int) -> bytes:
+        message = protocol.too_large_message(size, request.max_reply)
+        if request.is_write:
+            message += "; the write was applied"
+        return protocol.error_reply(request.id, errors.TooLargeError(message))
 
     def dispatch(self, request: Request) -> Any:
         """Run a request and return its result; raises on failure."""
@@ -130,6 +143,8 @@ class Handler:
                 "pid": os.getpid(),
                 "write_window": self.sessions.window,
             }
+        if op == "batch" and not write:  # only reads: a consistent multi-get, on any server
+            return self._batch(request, None)
         if request.uploads and not (write and self.blobs is not None):
             raise errors.ProtocolError("extra frames are only accepted with files to store")
         if write and self.read_only:
@@ -139,6 +154,8 @@ class Handler:
         if self.blobs is not None and (request.uploads or "$file" in request.tags):
             request = self._take_files(request)
         journaled = self._journal_hook(request)
+        if op == "batch":
+            return self._batch(request, journaled)
         if op in protocol.WRITE_OPS or op in ("call", "ts"):
             return self.store.write(op, request.path, request.method, request.args, request.kwargs, journaled)
         if op == "undo":
@@ -150,6 +167,11 @@ class Handler:
         if op == "exec":
             return self.execute(request.args[0])
         raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
+
+    def _batch(self, request: Request, journaled: Callable[[], None] | None) -> list:
+        """All of a batch's operations in order, as one write: one journal record, one undo step."""
+        operations = [(r.is_write, r.op, r.path, r.method, r.args, r.kwargs) for r in request.ops]
+        return self.store.batch(operations, journaled)
 
     def _take_files(self, request: Request) -> Request:
         """Move or store the request's files; the request to journal refers to stored blobs.
@@ -197,6 +219,7 @@ class Handler:
         except (Exception, SystemExit) as exc:
             raise errors.ExecError(f"{type(exc).__name__}: {exc}") from None
         finally:
+            self.store.changes.everything()
             if self._save is not None:
                 self.save()  # exec bypasses the journal: persist whatever it changed now
         return output

@@ -44,7 +44,11 @@ class ReadOnlyServer:
         state = snapshot.load(self.config.db) or {}
         store, sessions = store_from_state(state, self.config.undo_limit)
         handler = Handler(
-            store, read_only=True, max_message_bytes=self.config.max_message_size, sessions=sessions
+            store,
+            read_only=True,
+            max_message_bytes=self.config.max_message_size,
+            max_batch_ops=self.config.max_batch_ops,
+            sessions=sessions,
         )
         return handler, journal.JournalFollower(self.config.db, state.get("generation", 0))
 

@@ -152,6 +152,7 @@ class ReadWriteServer:
             save=self.save,
             allow_exec=self.config.allow_exec,
             max_message_bytes=self.config.max_message_size,
+            max_batch_ops=self.config.max_batch_ops,
             sessions=sessions,
             blobs=self.blobs,
         )

@@ -43,6 +43,7 @@ import zmq.asyncio
 from pyzdb import errors, protocol
 from pyzdb.client import DEFAULT_TIMEOUT, DEFAULT_WRITE_URI, RETRY_INTERVAL, lock_address
 from pyzdb.proxy import BaseRef, Batch, RootOps, describe
+from pyzdb.timeseries import proxy as timeseries_proxy
 
 log = logging.getLogger("pyzdb.aio")
 
@@ -534,6 +535,39 @@ class AsyncRoot(RootOps, AsyncRef):
     """The root of the store for the asyncio client: ``await db.save()``, ``async with db.locked():``."""
 
     __slots__ = ()
+
+    def _collection(self, name: str, options: dict) -> AsyncCollection:
+        return AsyncCollection(self._conn, name, timeseries_proxy.wire_options(name, options))
+
+
+class AsyncCollection(timeseries_proxy.BaseCollection):
+    """A time-series collection for the asyncio client: ``await coll.select(...)``.
+
+    ``db.timeseries(name, ...)`` sends nothing: the collection is opened (and
+    created if it does not exist) by its first awaited call, as SPEC §10's
+    example writes it (``ts = db.timeseries('stars'); await ts.select(...)``).
+    """
+
+    __slots__ = ("_options", "_opened")
+
+    def __init__(self, conn: Any, name: str, options: dict) -> None:
+        super().__init__(conn, name)
+        self._options = options
+        self._opened = False
+
+    async def _call(self, method: str, *args: Any, finish: Any = None, **kwargs: Any) -> Any:
+        if not self._opened:
+            if await self._conn.call("ts", (self.name,), "open", (), self._options) is None:
+                await self._conn.call("ts", (self.name,), "create", (), self._options)
+            self._opened = True
+        result = await self._conn.call("ts", (self.name,), method, args, kwargs)
+        return result if finish is None else finish(result)
+
+    def __len__(self) -> int:
+        raise _statement(f"'await db.timeseries({self.name!r})._len()'")
+
+    def __contains__(self, pk: Any) -> bool:
+        raise _statement(f"'await db.timeseries({self.name!r})._contains(pk)'")
 
 
 def connect(

@@ -251,12 +251,6 @@ class RootOps:
         """``with db.batch() as b:`` (``async with`` on the asyncio client): one all-or-nothing request."""
         return self._conn.batch()
 
-
-class Root(RootOps, Ref):
-    """The root of the store (``db``), with the server's own operations."""
-
-    __slots__ = ()
-
     def timeseries(
         self,
         name: str,
@@ -267,7 +261,7 @@ class Root(RootOps, Ref):
         vantage_points: int = timeseries_proxy.DEFAULT_VANTAGE_POINTS,
         duplicate_policy: str = timeseries_proxy.DEFAULT_DUPLICATE_POLICY,
         retention: float = timeseries_proxy.DEFAULT_RETENTION,
-    ) -> timeseries_proxy.CollectionRef:
+    ) -> Any:
         """The time-series collection ``name``, created when it does not exist (SPEC §8).
 
         Options passed that differ from an existing collection's raise ``ValueError``;
@@ -281,11 +275,23 @@ class Root(RootOps, Ref):
             "duplicate_policy": duplicate_policy,
             "retention": retention,
         }
-        return timeseries_proxy.open_collection(self._conn, name, options)
+        return self._collection(name, options)
 
     def timeseries_names(self) -> list[str]:
         """The names of the time-series collections."""
         return timeseries_proxy.names(self._conn)
+
+    def _collection(self, name: str, options: dict) -> Any:
+        raise NotImplementedError
+
+
+class Root(RootOps, Ref):
+    """The root of the store (``db``), with the server's own operations."""
+
+    __slots__ = ()
+
+    def _collection(self, name: str, options: dict) -> timeseries_proxy.CollectionRef:
+        return timeseries_proxy.open_collection(self._conn, name, options)
 
 
 # --- batches ---------------------------------------------------------------------

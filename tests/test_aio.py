@@ -508,3 +508,47 @@ def test_the_lock_holds_other_connections_back_until_unlock(server):
     held_back, stored = run(main())
     assert held_back
     assert stored == [*range(20), "other"]
+
+
+def test_collection_calls_have_async_twins_with_the_sync_results(server):
+    """Every collection call of the sync client, awaited on the asyncio client, gives the same result."""
+    from pyzdb import TimeSeries
+
+    with Connection(server.write_uri, timeout=10) as conn:
+        coll = conn.db.timeseries("stars", schema={"level": str, "order": int}, index=["level"])
+        coll.insert_ts("a", TimeSeries([0.0, 1.0, 2.0], [1.0, 2.0, 4.0]))
+        coll.upsert_meta("a", {"level": "A", "order": 1})
+        coll.madd([("b", 0.0, 3.0), ("b", 60.0, 5.0)])
+        expected = (
+            coll.get("a"),
+            coll.select({"level": "A"}, ["order"]),
+            coll.range("a", aggregation="avg", bucket=2),
+            coll.mrange(),
+            len(coll),
+        )
+
+    async def main():
+        async with aio.connect(server.write_uri, timeout=10) as conn:
+            coll = conn.db.timeseries("stars")  # sends nothing: the first call opens it
+            with pytest.raises(TypeError, match="_len()"):
+                len(coll)
+            with pytest.raises(TypeError, match="_contains"):
+                "a" in coll  # noqa: B015
+            got = (
+                await coll.get("a"),
+                await coll.select({"level": "A"}, ["order"]),
+                await coll.range("a", aggregation="avg", bucket=2),
+                await coll.mrange(),
+                await coll._len(),
+            )
+            await coll.add("c", 5.0, 1.5)
+            names = await conn.db.timeseries_names()
+            created = conn.db.timeseries("new", duplicate_policy="sum")
+            await created.madd([("x", 1.0, 1.0), ("x", 1.0, 2.0)])
+            summed = await created.range("x")
+            return got, await coll._contains("c"), names, summed, await created.options()
+
+    got, added, names, summed, options = run(main())
+    assert got == expected
+    assert added is True and names == ["stars"]
+    assert summed == [(1.0, 3.0)] and options["duplicate_policy"] == "sum"

@@ -41,12 +41,17 @@ def open_collection(conn: Any, name: str, options: dict) -> CollectionRef:
     Only options passed explicitly are compared with an existing collection's
     (``ValueError`` when they differ).  Opening is a read; creating, one write.
     """
-    given = {
-        key: _wire_option(name, key, value) for key, value in options.items() if type(value) is not Default
-    }
+    given = wire_options(name, options)
     if conn.call("ts", (name,), "open", (), given) is None:
         conn.call("ts", (name,), "create", (), given)
     return CollectionRef(conn, name)
+
+
+def wire_options(name: str, options: dict) -> dict:
+    """The options given explicitly to ``db.timeseries``, as the ``open`` and ``create`` calls take them."""
+    return {
+        key: _wire_option(name, key, value) for key, value in options.items() if type(value) is not Default
+    }
 
 
 def _wire_option(name: str, key: str, value: Any) -> Any:
@@ -83,8 +88,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class CollectionRef:
-    """A time-series collection on the server; every method is one request."""
+def _zip_select(found: list) -> dict:
+    pks, rows = found
+    return {pk: {} for pk in pks} if rows is None else dict(zip(pks, rows, strict=True))
+
+
+def _samples(found: list) -> list:
+    return list(found)
+
+
+def _grouped(found: dict) -> dict:
+    return {key: list(series) for key, series in found.items()}
+
+
+class BaseCollection:
+    """A time-series collection's calls, built without I/O; ``_call`` sends one (each client its way).
+
+    Each method builds one request and names how its reply becomes the result,
+    so the sync :class:`CollectionRef` and the asyncio client's collection share
+    every call (SPEC §10: every sync call has its async twin).
+    """
 
     __slots__ = ("_conn", "name")
 
@@ -92,52 +115,53 @@ class CollectionRef:
         self._conn = conn
         self.name = name
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._conn.call("ts", (self.name,), method, args, kwargs)
+    def _call(self, method: str, *args: Any, finish: Any = None, **kwargs: Any) -> Any:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<pyzdb timeseries {self.name!r}>"
 
-    def __len__(self) -> int:
+    def _len(self) -> Any:
+        """The number of rows."""
         return self._call("len")
 
-    def __contains__(self, pk: Any) -> bool:
+    def _contains(self, pk: Any) -> Any:
+        """True if row ``pk`` exists."""
         return self._call("contains", pk)
 
-    def options(self) -> dict:
+    def options(self) -> Any:
         """The collection's options (schema as type names, index, duplicate_policy, retention, ...)."""
-        return self._conn.call("ts", (self.name,), "open")
+        return self._call("open")
 
-    def drop(self) -> None:
+    def drop(self) -> Any:
         """Remove the collection and its rows (one write, undoable)."""
-        self._call("drop")
+        return self._call("drop")
 
-    def insert_ts(self, pk: str | int, series: Any) -> None:
+    def insert_ts(self, pk: str | int, series: Any) -> Any:
         """Add row ``pk`` with a series, or give one to a row that has none (``ValueError`` if it has)."""
         if type(series) in (tuple, list) and len(series) == 2 and any(map(_is_numpy, series)):
             from pyzdb.timeseries.series import TimeSeries  # numpy arrays: numpy is loaded already
 
             series = TimeSeries(*series)  # travels as $ts, not as a list of numbers
-        self._call("insert_ts", pk, series)
+        return self._call("insert_ts", pk, series)
 
-    def upsert_meta(self, pk: str | int, meta: dict) -> None:
+    def upsert_meta(self, pk: str | int, meta: dict) -> Any:
         """Update row ``pk``'s fields (creating the row when new); a field set to ``None`` is removed."""
-        self._call("upsert_meta", pk, meta)
+        return self._call("upsert_meta", pk, meta)
 
-    def delete_ts(self, pk: str | int) -> None:
+    def delete_ts(self, pk: str | int) -> Any:
         """Remove row ``pk`` (``KeyError`` when missing)."""
-        self._call("delete_ts", pk)
+        return self._call("delete_ts", pk)
 
-    def get(self, pk: str | int) -> dict:
+    def get(self, pk: str | int) -> Any:
         """Row ``pk`` as ``{'pk': ..., 'ts': TimeSeries or None, **fields}`` (``KeyError`` when missing)."""
         return self._call("get", pk)
 
     def select(
         self, meta: dict | None = None, fields: list | None = None, additional: dict | None = None
-    ) -> dict:
+    ) -> Any:
         """``{pk: {field: value}}`` of the rows matching ``meta``, in pk or ``sort_by`` order."""
-        pks, rows = self._call("select", meta, fields, additional)
-        return {pk: {} for pk in pks} if rows is None else dict(zip(pks, rows, strict=True))
+        return self._call("select", meta, fields, additional, finish=_zip_select)
 
     def augmented_select(
         self,
@@ -146,15 +170,15 @@ class CollectionRef:
         arg: Any = None,
         meta: dict | None = None,
         additional: dict | None = None,
-    ) -> dict:
+    ) -> Any:
         """``{pk: {target[i]: result[i]}}`` of a server procedure (``'stats'``, ``'corr'``) on each row."""
         return self._call("augmented_select", proc, target, arg, meta, additional)
 
-    def add(self, pk: str | int, t: float, v: float) -> None:
+    def add(self, pk: str | int, t: float, v: float) -> Any:
         """Add one sample to row ``pk`` at its time (creating the row when new)."""
-        self._call("add", _plain(pk), _plain(t), _plain(v))
+        return self._call("add", _plain(pk), _plain(t), _plain(v))
 
-    def madd(self, samples: list) -> None:
+    def madd(self, samples: list) -> Any:
         """Add many ``(pk, t, v)`` samples in one request: all of them, or none."""
         if isinstance(samples, (str, bytes)) or not hasattr(samples, "__iter__"):
             raise TypeError("madd() takes a list of (pk, t, v) samples")
@@ -166,7 +190,7 @@ class CollectionRef:
         for column in columns:
             if not set(map(type, column)) <= {str, int, float}:  # numpy scalars: Python numbers
                 column[:] = map(_plain, column)
-        self._call("madd", *columns)
+        return self._call("madd", *columns)
 
     def range(
         self,
@@ -176,12 +200,17 @@ class CollectionRef:
         *,
         aggregation: str | None = None,
         bucket: Any = None,
-    ) -> list[tuple[float, float]]:
+    ) -> Any:
         """Samples ``[(t, v), ...]`` of row ``pk`` with ``start <= t <= end``, aggregated if asked."""
-        found = self._call(
-            "range", pk, _plain(start), _plain(end), aggregation=aggregation, bucket=_plain(bucket)
+        return self._call(
+            "range",
+            pk,
+            _plain(start),
+            _plain(end),
+            aggregation=aggregation,
+            bucket=_plain(bucket),
+            finish=_samples,
         )
-        return list(found)
 
     def mrange(
         self,
@@ -193,9 +222,9 @@ class CollectionRef:
         bucket: Any = None,
         group_by: Any = None,
         reduce: str | None = None,
-    ) -> dict:
+    ) -> Any:
         """``range`` of every row ``meta`` selects: ``{pk: [(t, v), ...]}``, or per group (``group_by``)."""
-        found = self._call(
+        return self._call(
             "mrange",
             _plain(start),
             _plain(end),
@@ -204,5 +233,21 @@ class CollectionRef:
             bucket=_plain(bucket),
             group_by=group_by,
             reduce=reduce,
+            finish=_grouped,
         )
-        return {key: list(series) for key, series in found.items()}
+
+
+class CollectionRef(BaseCollection):
+    """A time-series collection on the server (sync client); every method is one request."""
+
+    __slots__ = ()
+
+    def _call(self, method: str, *args: Any, finish: Any = None, **kwargs: Any) -> Any:
+        result = self._conn.call("ts", (self.name,), method, args, kwargs)
+        return result if finish is None else finish(result)
+
+    def __len__(self) -> int:
+        return self._len()
+
+    def __contains__(self, pk: Any) -> bool:
+        return self._contains(pk)

@@ -9,7 +9,8 @@ exact.  A row's fields dict is never changed in place: a new one replaces it,
 which lets undo steps keep the old one as it was.
 
 The similarity index (:mod:`pyzdb.timeseries.similarity`) is derived data
-too: built on first use, then kept current by the same patches.
+too: built on first use; the same patches mark the rows it must refresh
+before its next use.
 
 Each index also keeps its distinct values in order (:class:`SortedKeys`)
 while they are all numbers or all strings, so that ``<``, ``<=``, ``>`` and
@@ -152,20 +153,25 @@ class Collection:
         return self.options["schema"]
 
     def similarity(self) -> Any:
-        """The similarity index (:class:`~.similarity.SimilarityIndex`), built on first use."""
+        """The similarity index (:class:`~.similarity.SimilarityIndex`), built on first use, up to date."""
         if self._similarity is None:
             from pyzdb.timeseries.similarity import SimilarityIndex  # it imports query, which imports us
 
             index = SimilarityIndex(self.options["grid"], self.options["vantage_points"])
             index.build((pk, row.samples) for pk, row in self.rows.items())
             self._similarity = index
+        else:
+            self._similarity.refresh(self.rows)
         return self._similarity
 
     def _resimilar(self, pk: Any) -> None:
-        """Row ``pk``'s series changed: the similarity index follows (when it has been built)."""
+        """Row ``pk``'s series changed: the similarity index (once built) refreshes it before its next use.
+
+        A patch only marks the row, so writes stay O(1) however long the series (``add`` to a metric
+        every second), and many writes to one row between two searches cost one refresh.
+        """
         if self._similarity is not None:
-            row = self.rows.get(pk)
-            self._similarity.update(pk, None if row is None else row.samples)
+            self._similarity.stale[pk] = None
 
     def _rebuild_indexes(self) -> None:
         self.indexes = {field: {} for field in self.options["index"]}

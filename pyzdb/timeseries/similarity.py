@@ -16,8 +16,10 @@ row skipped can be among the k nearest.  ``SLACK`` covers rounding (a
 distance near 0 is ``sqrt`` of a difference near 0, accurate to ~1e-8).
 
 The index is derived data, like the inverse-lookup indexes: built from the
-rows on first use, then kept current by the collection's patches (so by every
-write, undo, redo and journal replay), never pickled.
+rows on first use, never pickled.  The collection's patches (so every write,
+undo, redo and journal replay) mark the rows they change as stale, and every
+use of the index first refreshes those: a write costs O(1) here, and a
+search always sees every acknowledged write.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ class SimilarityIndex:
         self.vantage_count = vantage_count
         self.banks: dict[int, Bank] = {}
         self.bank_of: dict[Any, int] = {}
+        self.stale: dict[Any, None] = {}
+        """Rows changed since the index last looked at them, in the order they changed."""
         self.last_computed = 0
         """How many true distances the last search computed (for the benchmarks)."""
 
@@ -250,6 +254,13 @@ class SimilarityIndex:
             return dist.prepared(samples.times, samples.values, self.grid)
         except ValueError:  # no distance: similar skips the row
             return None
+
+    def refresh(self, rows: dict) -> None:
+        """Bring the stale rows up to date from ``rows`` (the collection's, as they are now)."""
+        for pk in self.stale:
+            row = rows.get(pk)
+            self.update(pk, None if row is None else row.samples)
+        self.stale.clear()
 
     def update(self, pk: Any, samples: Any) -> None:
         """Row ``pk`` has these samples now (``None``: no series, or no row)."""

@@ -83,19 +83,28 @@ class Bank:
 
     # --- changes ------------------------------------------------------------------------
 
-    def add_many(self, pks: list, prepared: np.ndarray) -> None:
-        """Add rows (bulk: on a build), then choose the vantage points by farthest-first traversal."""
-        start = len(self.pks)
-        self._grow(start + len(pks))
+    def add_rows(self, pks: list, prepared: np.ndarray, fill_vantage: bool = True) -> None:
+        """Add rows in one batch: their transforms and their distances to the vantage points.
+
+        With ``fill_vantage``, new rows become vantage points while the bank has fewer than it should.
+        """
+        start, count = len(self.pks), len(pks)
+        self._grow(start + count)
         ffts, selfs = dist.transform(prepared)
-        self.ffts[start : start + len(pks)] = ffts
-        self.selfs[start : start + len(pks)] = selfs
+        self.ffts[start : start + count] = ffts
+        self.selfs[start : start + count] = selfs
         for offset, pk in enumerate(pks):
             self.slots[pk] = start + offset
         self.pks.extend(pks)
-        self._choose_vantage_points()
+        for column, slot in enumerate(self.vp_slots()):
+            found = dist.distances(ffts, selfs, self.ffts[slot], float(self.selfs[slot]), self.n)
+            self.to_vp[column, start : start + count] = found
+        if fill_vantage:
+            for slot in range(start, min(start + count, start + self.vantage_count - len(self.vps))):
+                self.vps.append(self.pks[slot])
+                self._fill_column(len(self.vps) - 1, slot)
 
-    def _choose_vantage_points(self) -> None:
+    def choose_vantage_points(self) -> None:
         """Rows spread at random, from a seed that depends only on the bank (replicas choose alike).
 
         Measured against farthest-first traversal, which picks outliers: random rows prune more
@@ -111,21 +120,6 @@ class Bank:
         size = len(self.pks)
         found = self.distances_to(slice(0, size), self.ffts[slot], float(self.selfs[slot]))
         self.to_vp[column, :size] = found
-
-    def add(self, pk: Any, prepared: np.ndarray) -> None:
-        """Add one row; while the bank has fewer vantage points than it should, it becomes one."""
-        slot = len(self.pks)
-        self._grow(slot + 1)
-        ffts, selfs = dist.transform(prepared[None, :])
-        self.ffts[slot], self.selfs[slot] = ffts[0], selfs[0]
-        self.pks.append(pk)
-        self.slots[pk] = slot
-        if self.vps:
-            vp = self.vp_slots()
-            self.to_vp[: len(vp), slot] = self.distances_to(vp, ffts[0], float(selfs[0]))
-        if len(self.vps) < self.vantage_count:
-            self.vps.append(pk)
-            self._fill_column(len(self.vps) - 1, slot)
 
     def remove(self, pk: Any) -> None:
         """Remove a row; a vantage point removed is replaced by another row, drawn at random."""
@@ -244,7 +238,8 @@ class SimilarityIndex:
                 arrays.append(values)
         for n, (pks, arrays) in groups.items():
             bank = self.banks[n] = Bank(n, self.vantage_count)
-            bank.add_many(pks, np.array(arrays))
+            bank.add_rows(pks, np.array(arrays), fill_vantage=False)
+            bank.choose_vantage_points()
             self.bank_of.update(dict.fromkeys(pks, n))
 
     def _prepared(self, samples: Any) -> np.ndarray | None:
@@ -256,23 +251,29 @@ class SimilarityIndex:
             return None
 
     def refresh(self, rows: dict) -> None:
-        """Bring the stale rows up to date from ``rows`` (the collection's, as they are now)."""
-        for pk in self.stale:
-            row = rows.get(pk)
-            self.update(pk, None if row is None else row.samples)
-        self.stale.clear()
+        """Bring the stale rows up to date from ``rows`` (the collection's, as they are now).
 
-    def update(self, pk: Any, samples: Any) -> None:
-        """Row ``pk`` has these samples now (``None``: no series, or no row)."""
-        self.remove(pk)
-        values = self._prepared(samples)
-        if values is None:
+        All of them leave the index first, then those with a distance come back in one batch per
+        length: a thousand rows inserted between two searches cost a few batched operations.
+        """
+        if not self.stale:
             return
-        bank = self.banks.get(len(values))
-        if bank is None:
-            bank = self.banks[len(values)] = Bank(len(values), self.vantage_count)
-        bank.add(pk, values)
-        self.bank_of[pk] = len(values)
+        groups: dict[int, tuple[list, list]] = {}
+        for pk in self.stale:
+            self.remove(pk)
+            row = rows.get(pk)
+            values = self._prepared(None if row is None else row.samples)
+            if values is not None:
+                pks, arrays = groups.setdefault(len(values), ([], []))
+                pks.append(pk)
+                arrays.append(values)
+        self.stale.clear()
+        for n, (pks, arrays) in groups.items():
+            bank = self.banks.get(n)
+            if bank is None:
+                bank = self.banks[n] = Bank(n, self.vantage_count)
+            bank.add_rows(pks, np.array(arrays))
+            self.bank_of.update(dict.fromkeys(pks, n))
 
     def remove(self, pk: Any) -> None:
         """Row ``pk`` is gone (or has no usable series any more)."""

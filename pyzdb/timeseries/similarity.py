@@ -63,7 +63,8 @@ class Bank:
     def _grow(self, size: int) -> None:
         if size <= len(self.selfs):
             return
-        capacity, used = max(size, 2 * len(self.selfs)), len(self.pks)
+        # a quarter spare past a build, so that the inserts after it do not copy everything at once
+        capacity, used = max(size + size // 4, 2 * len(self.selfs)), len(self.pks)
         for name in ("ffts", "selfs"):
             old = getattr(self, name)
             new = np.empty((capacity, *old.shape[1:]), dtype=old.dtype)

@@ -7,6 +7,11 @@ every distance, row by row, by the same formula (equal to the last bit).
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,3 +269,108 @@ def test_similar_is_brute_force_on_a_server(shared_db, seed, kind, count, vantag
     for query in ("s0", TimeSeries(T, rows[1] + rng.normal(size=len(T)))):
         assert coll.similar(query, k, meta=meta) == brute_force(coll, query, k, meta=meta)
     coll.drop()
+
+
+# --- off the request loop ------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _long_collection(db, rows=1500, length=4096):
+    """A collection whose first search (the index build: 20 batches over every row) takes seconds."""
+    coll = db.timeseries("long")
+    rng = np.random.default_rng(2)
+    t = np.arange(length, dtype=float)
+    for i in range(rows):
+        coll.insert_ts(i, TimeSeries(t, rng.normal(size=length)))
+    return coll, TimeSeries(t, rng.normal(size=length))
+
+
+def test_a_long_query_does_not_stall_other_clients(server, db):
+    coll, query = _long_collection(db)
+    db["x"] = 1
+    done = threading.Event()
+    answer = {}
+
+    def search() -> None:
+        with Connection(server.write_uri, timeout=120) as other:
+            answer["found"] = other.db.timeseries("long").similar(query, k=3)
+        done.set()
+
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    try:
+        reads_meanwhile = 0
+        for _ in range(100_000):  # bounded; the search ends first
+            if done.is_set():
+                break
+            assert db["x"]._run() == 1
+            db["x"] = 1  # a write too: the worker receives it, in order
+            reads_meanwhile += 1
+    finally:
+        searcher.join(150)
+    assert done.is_set() and len(answer["found"]) == 3
+    assert reads_meanwhile >= 20, "reads and writes were served while the query ran"
+    assert answer["found"] == brute_force(coll, query, 3)
+
+
+def test_a_dead_worker_is_restarted_and_its_query_gets_a_clear_error(server, db):
+    coll, query = _long_collection(db)
+    (worker,) = _children(server.pid)
+    failed = {}
+
+    def search() -> None:
+        with Connection(server.write_uri, timeout=120) as other:
+            try:
+                other.db.timeseries("long").similar(query, k=3)
+            except errors.PyzdbError as exc:
+                failed["error"] = exc
+
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    try:
+        time.sleep(0.5)  # the query is in the worker, building the index
+        os.kill(worker, signal.SIGKILL)
+    finally:
+        searcher.join(150)
+    assert isinstance(failed.get("error"), errors.InternalError)
+    assert "similarity worker stopped while answering this query" in str(failed["error"])
+    assert len(coll) == 1500, "the server goes on"
+    wait_until(lambda: len(_children(server.pid)) == 1 and _children(server.pid) != [worker])
+    coll.insert_ts("late", TimeSeries(query.times, query.values * 2 + 1))
+    assert coll.similar(query, k=1) == [("late", pytest.approx(0.0, abs=1e-6))], "a fresh worker, up to date"
+
+
+def test_the_worker_dies_with_the_server(tmp_path):
+    server = ServerProcess(tmp_path / "db.pkl").start()
+    try:
+        (worker,) = _children(server.pid)
+        server.kill()
+        wait_until(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker), timeout=10)
+        server.start()  # the store's lock is free: no orphan holds it
+        with Connection(server.write_uri, timeout=10) as conn:
+            coll = conn.db.timeseries("c")
+            coll.insert_ts("a", TimeSeries(T, np.sin(T)))
+            coll.insert_ts("b", TimeSeries(T, np.cos(T)))
+            assert [pk for pk, _ in coll.similar("a", k=1)] == ["b"]
+    finally:
+        server.stop()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -41,6 +41,7 @@ from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.outbox import Outbox
 from pyzdb.server.sessions import Sessions
+from pyzdb.server.workers import SimilarityWorker, offloaded
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
 from pyzdb.store import Store
@@ -93,6 +94,8 @@ class ReadWriteServer:
         except BaseException:
             self.files.close()
             raise
+        self._workers = SimilarityWorker(self.handler)  # forked now: before any socket exists
+        self.handler.journal = self._journal
         self.lock = Lock(config.lock_timeout)
         self._stopping = False
         self._pending_saves: list[tuple[list[bytes], Request]] = []
@@ -132,6 +135,11 @@ class ReadWriteServer:
         )
         return handler
 
+    def _journal(self, raw: bytes) -> None:
+        """Journal a write, then pass it to the similarity worker (in journal order)."""
+        self.files.append(raw)
+        self._workers.feed(raw)
+
     def state(self) -> dict:
         """What a snapshot holds."""
         return {**self.handler.store.state(), "sessions": self.handler.sessions}
@@ -161,6 +169,7 @@ class ReadWriteServer:
         except BaseException:
             self._close_network()
             self.files.close()
+            self._workers.stop()
             raise
 
     def _router(self, uri: str) -> zmq.Socket:
@@ -221,6 +230,8 @@ class ReadWriteServer:
                 chores_due = 0.0
             elif self._held:
                 self._serve_held()
+            elif self._workers.pending:
+                self._serve_with_worker()
             else:
                 try:
                     first = _recv_frames(front)
@@ -241,6 +252,21 @@ class ReadWriteServer:
             self._serve_batch(self._lock_socket, self._holder_reply)
         if self._front in ready and self.lock.held:
             self._serve_batch(self._front, self._locked_out_reply)
+
+    def _serve_with_worker(self) -> None:
+        """One wait of at most ``POLL_MS`` while the similarity worker holds queries: serve both."""
+        poller = zmq.Poller()
+        poller.register(self._front, zmq.POLLIN)
+        poller.register(self._workers.fileno(), zmq.POLLIN)
+        ready = dict(poller.poll(POLL_MS))
+        if self._workers.fileno() in ready:
+            self._send_worker_replies()
+        if self._front in ready:
+            self._serve_batch(self._front, self._queued_reply)
+
+    def _send_worker_replies(self) -> None:
+        for frames in self._workers.collect():
+            self._outbox.send(self._front, frames)
 
     def _serve_held(self) -> None:
         """Answer the requests held during the lock, in arrival order, up to ``BATCH`` of them."""
@@ -306,6 +332,8 @@ class ReadWriteServer:
                 self._start_snapshot()
         if self.files.autosave_due():
             self._start_snapshot()
+        if self._workers.pending:
+            self._send_worker_replies()
         self._outbox.prune()
         expired = self.handler.sessions.expire()
         if expired:
@@ -327,7 +355,17 @@ class ReadWriteServer:
                 raise errors.LockError("unlock() must come from the lock holder on the lock socket")
         except errors.LockError as exc:
             return protocol.error_reply(request.id, exc)
-        return self.handler.answer(request)
+        if offloaded(request):
+            self._workers.submit(envelope, request)
+            return None
+        return self._answer(request)
+
+    def _answer(self, request: Request) -> bytes:
+        reply = self.handler.answer(request)
+        if request.op == "exec":  # it may have changed the store without the journal
+            for frames in self._workers.restart("replaced after exec"):
+                self._outbox.send(self._front, frames)
+        return reply
 
     def _locked_out_reply(self, envelope: list[bytes], request: Request) -> bytes | None:
         """The reply to a request on the write port while a client holds the lock; None if held."""
@@ -367,7 +405,7 @@ class ReadWriteServer:
         except errors.LockError as exc:
             return protocol.error_reply(request.id, exc)
         if request.op != "unlock":
-            return self.handler.answer(request)
+            return self._answer(request)
         self.lock.release()
         log.info("lock released by client %s", request.client)
         reply = protocol.ok_reply(request.id, None)
@@ -400,6 +438,7 @@ class ReadWriteServer:
         except OSError as exc:
             log.error("could not save on shutdown (the journal still holds every write): %s", exc)
         self.files.close()
+        self._workers.stop()
         self._close_network()
         log.warning("pyzdb read-write server stopped")
 

@@ -119,6 +119,14 @@ def test_the_index_follows_every_write(db, conn):
     assert gone in dict(coll.similar("r1", k=40)), "undo puts the row back in the index"
     db.redo()
     assert gone not in dict(coll.similar("r1", k=40))
+    db["tree"] = 1  # writes of the tree between the collection's: undo steps stay aligned
+    coll.delete_ts("twin")
+    db["tree"] = 2
+    db.undo()
+    assert coll.similar("r5", k=1)[0][0] != "twin"
+    db.undo()
+    assert coll.similar("r5", k=1)[0][0] == "twin", "the second undo reverts the delete"
+    assert db["tree"]._run() == 1
     coll.upsert_meta("twin", {"x": 1})  # metadata only: the series stays indexed
     assert coll.similar("r5", k=1)[0][0] == "twin"
     coll.add("twin", 100.0, 5.0)  # one more sample: 33 samples, no longer comparable with r5

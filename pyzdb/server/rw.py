@@ -95,6 +95,8 @@ class ReadWriteServer:
             self.files.close()
             raise
         self._workers = SimilarityWorker(self.handler)  # forked now: before any socket exists
+        self._answering: Request | None = None
+        """The request the handler is answering (its op decides what the worker is sent)."""
         self.handler.journal = self._journal
         self.lock = Lock(config.lock_timeout)
         self._stopping = False
@@ -136,9 +138,17 @@ class ReadWriteServer:
         return handler
 
     def _journal(self, raw: bytes) -> None:
-        """Journal a write, then pass it to the similarity worker (in journal order)."""
+        """Journal a write, then pass it to the similarity worker (in journal order).
+
+        The worker answers collection calls only: of the tree's writes it needs just the count
+        (its undo log must stay step for step with ours), which costs the loop nothing.
+        """
         self.files.append(raw)
-        self._workers.feed(raw)
+        answering = self._answering
+        if answering is not None and answering.op not in ("ts", "undo", "redo"):
+            self._workers.skip()
+        else:
+            self._workers.feed(raw)
 
     def state(self) -> dict:
         """What a snapshot holds."""
@@ -361,7 +371,11 @@ class ReadWriteServer:
         return self._answer(request)
 
     def _answer(self, request: Request) -> bytes:
-        reply = self.handler.answer(request)
+        self._answering = request
+        try:
+            reply = self.handler.answer(request)
+        finally:
+            self._answering = None
         if request.op == "exec":  # it may have changed the store without the journal
             for frames in self._workers.restart("replaced after exec"):
                 self._outbox.send(self._front, frames)

@@ -8,6 +8,11 @@ later one: the same answer the loop would have given, while the loop goes on
 serving other clients.  The similarity index the worker builds on first use
 lives only there.
 
+Of the tree's writes the worker is only told how many there were: it never
+answers about the tree, and an empty undo step for each keeps its undo log
+step for step with the server's, so that an ``undo`` it replays reverts the
+same write (a collection write, or nothing).
+
 Writes and queries travel to the worker through a ``multiprocessing`` queue
 (its feeder thread writes the pipe, so the loop never blocks on a busy
 worker); replies come back on a pipe whose descriptor the loop polls while
@@ -54,6 +59,7 @@ class SimilarityWorker:
     def _start(self) -> None:
         context = multiprocessing.get_context("fork")
         self._inbox = context.Queue()
+        self._skipped = 0
         reader, writer = context.Pipe(duplex=False)
         self.process = context.Process(
             target=_serve, args=(self.handler, self._inbox, writer, os.getpid()), daemon=True
@@ -69,12 +75,23 @@ class SimilarityWorker:
 
     def feed(self, raw: bytes) -> None:
         """A write just journaled: the worker replays it before any later query."""
+        self._flush_skipped()
         self._inbox.put(("write", raw))
+
+    def skip(self) -> None:
+        """A write of the tree just journaled: the worker only records an empty undo step for it."""
+        self._skipped += 1
+
+    def _flush_skipped(self) -> None:
+        if self._skipped:
+            self._inbox.put(("skip", self._skipped))
+            self._skipped = 0
 
     def submit(self, envelope: list[bytes], request: Request) -> None:
         """Hand a query over; its reply comes back through :meth:`collect`."""
         query = next(self._ids)
         self.pending[query] = (envelope, request.id)
+        self._flush_skipped()
         self._inbox.put(("query", query, request))
 
     def collect(self) -> list[list[bytes]]:
@@ -130,6 +147,9 @@ def _serve(handler: Any, inbox: Any, replies: Any, parent: int) -> None:
         message = inbox.get()
         if message[0] == "write":
             handler.replay(message[1])
+        elif message[0] == "skip":  # tree writes: this copy never answers about the tree
+            for _ in range(message[1]):
+                handler.store.history.record([], [])
         else:
             _, query, request = message
             replies.send((query, handler.answer(request)))

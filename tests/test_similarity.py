@@ -359,6 +359,11 @@ def test_a_dead_worker_is_restarted_and_its_query_gets_a_clear_error(server, db)
     wait_until(lambda: len(_children(server.pid)) == 1 and _children(server.pid) != [worker])
     coll.insert_ts("late", TimeSeries(query.times, query.values * 2 + 1))
     assert coll.similar(query, k=1) == [("late", pytest.approx(0.0, abs=1e-6))], "a fresh worker, up to date"
+    (idle,) = _children(server.pid)
+    os.kill(idle, signal.SIGKILL)  # idle this time: replaced before the next query needs it
+    wait_until(lambda: len(_children(server.pid)) == 1 and _children(server.pid) != [idle])
+    coll.delete_ts("late")
+    assert coll.similar(query, k=2) == brute_force(coll, query, 2)
 
 
 def test_the_worker_dies_with_the_server(tmp_path):

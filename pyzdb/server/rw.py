@@ -344,6 +344,8 @@ class ReadWriteServer:
             self._start_snapshot()
         if self._workers.pending:
             self._send_worker_replies()
+        for frames in self._workers.check():
+            self._outbox.send(self._front, frames)
         self._outbox.prune()
         expired = self.handler.sessions.expire()
         if expired:

@@ -108,6 +108,12 @@ class SimilarityWorker:
             out += self._restart(f"exited with {self.process.exitcode}")
         return out
 
+    def check(self) -> list[list[bytes]]:
+        """Restart a worker that died (even idle, so that the next query finds one); error replies."""
+        if self.process.is_alive():
+            return []
+        return self._restart(f"exited with {self.process.exitcode}")
+
     def _restart(self, why: str) -> list[list[bytes]]:
         log.error("similarity worker (pid %d) %s; starting another", self.process.pid, why)
         message = "the similarity worker stopped while answering this query; it was restarted, try again"

@@ -23,6 +23,7 @@ current store, and the queries it held get an ``InternalError`` saying so.
 from __future__ import annotations
 
 import ctypes
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -146,6 +147,7 @@ class SimilarityWorker:
 def _serve(handler: Any, inbox: Any, replies: Any, parent: int) -> None:
     """The worker's loop: replay writes, answer queries, until the server goes away."""
     _die_with(parent)
+    gc.freeze()  # the store came with the fork: a collection walking it would copy every page
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the terminal is the server's to handle
     handler.journal = None

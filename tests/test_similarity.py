@@ -387,3 +387,20 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_exec_gets_a_fresh_worker(tmp_path):
+    """exec may change the store without the journal: the worker is replaced by a copy of the new store."""
+    server = ServerProcess(tmp_path / "db.pkl", None, "--allow-exec").start()
+    try:
+        with Connection(server.write_uri, timeout=10) as conn:
+            coll = conn.db.timeseries("c")
+            coll.insert_ts("a", TimeSeries(T, np.sin(T)))
+            coll.insert_ts("b", TimeSeries(T, np.cos(T)))
+            (before,) = _children(server.pid)
+            assert conn.call("exec", args=("db['x'] = 1",)) == ""
+            wait_until(lambda: len(_children(server.pid)) == 1 and _children(server.pid) != [before])
+            assert [pk for pk, _ in coll.similar("a", k=1)] == ["b"]
+            assert conn.db["x"]._run() == 1
+    finally:
+        server.stop()

@@ -21,8 +21,11 @@ skips what is missing), then measures, on 127.0.0.1 and free ports:
    ``save()`` time against the same data in a plain dict, and how long
    ``save()`` blocks a client hammering small reads;
 4. time-series collections (``_timeseries.py``): indexed ``select``, ``madd``,
-   ``range`` with aggregation against numpy, memory per sample.
-5. aio: one asyncio connection with 64 reads in flight against the sync
+   ``range`` with aggregation against numpy, memory per sample;
+5. similarity search (``_similarity.py``): ``similar`` against numpy brute
+   force, the share of distances computed, ``insert_ts`` with the index, and
+   small reads while ``similar`` runs;
+6. aio: one asyncio connection with 64 reads in flight against the sync
    client and redis.asyncio, a batch of 1,000 sets against a Redis pipeline,
    and streaming a 10M-int list against a plain ``_run()`` (benchmarks/_aio.py).
 
@@ -56,6 +59,7 @@ import _aio  # noqa: E402
 import _procs  # noqa: E402
 import _report  # noqa: E402
 import _setup  # noqa: E402
+import _similarity  # noqa: E402
 import _stores  # noqa: E402
 import _timeseries  # noqa: E402
 from _setup import say  # noqa: E402
@@ -470,6 +474,7 @@ SECTIONS = {
     "stores": store_section,
     "timeseries": _timeseries.timeseries_section,
     "aio": aio_section,
+    "similarity": _similarity.similarity_section,
 }
 
 
@@ -550,7 +555,9 @@ def finish(results: dict, args: argparse.Namespace, can_chart: bool, wall: float
     """Targets, JSON, chart, table."""
     results["meta"]["load_after"] = os.getloadavg()[0]
     results["meta"]["wall_s"] = wall
-    results["targets"] = _report.targets(results) + _timeseries.targets(results)
+    results["targets"] = (
+        _report.targets(results) + _timeseries.targets(results) + _similarity.targets(results)
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1))
     say(f"results written to {args.output}")

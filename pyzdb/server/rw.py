@@ -48,6 +48,7 @@ from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.outbox import Outbox
 from pyzdb.server.sessions import Sessions
+from pyzdb.server.workers import SimilarityWorker, offloaded
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
 from pyzdb.store import Store
@@ -123,6 +124,10 @@ class ReadWriteServer:
         except BaseException:
             self.files.close()
             raise
+        self._workers = SimilarityWorker(self.handler)  # forked now: before any socket exists
+        self._answering: Request | None = None
+        """The request the handler is answering (its op decides what the worker is sent)."""
+        self.handler.journal = self._journal
         self.lock = Lock(config.lock_timeout)
         self._stopping = False
         self._exit_code = 0
@@ -168,6 +173,19 @@ class ReadWriteServer:
         )
         return handler
 
+    def _journal(self, raw: bytes) -> None:
+        """Journal a write, then pass it to the similarity worker (in journal order).
+
+        The worker answers collection calls only: of the tree's writes it needs just the count
+        (its undo log must stay step for step with ours), which costs the loop nothing.
+        """
+        self.files.append(raw)
+        answering = self._answering
+        if answering is not None and answering.op not in ("ts", "undo", "redo"):
+            self._workers.skip()
+        else:
+            self._workers.feed(raw)
+
     def state(self) -> dict:
         """What a snapshot holds."""
         return {**self.handler.store.state(), "sessions": self.handler.sessions}
@@ -198,6 +216,7 @@ class ReadWriteServer:
         except BaseException:
             self._close_network()
             self.files.close()
+            self._workers.stop()
             raise
 
     def _new_read_queue(self) -> QueueDevice:
@@ -308,6 +327,8 @@ class ReadWriteServer:
                 chores_due = 0.0
             elif self._held:
                 self._serve_held()
+            elif self._workers.pending:
+                self._serve_with_worker()
             else:
                 try:
                     first = recv(front)
@@ -328,6 +349,21 @@ class ReadWriteServer:
             self._serve_batch(self._lock_socket, self._holder_reply)
         if self._front in ready and self.lock.held:
             self._serve_batch(self._front, self._locked_out_reply)
+
+    def _serve_with_worker(self) -> None:
+        """One wait of at most ``POLL_MS`` while the similarity worker holds queries: serve both."""
+        poller = zmq.Poller()
+        poller.register(self._front, zmq.POLLIN)
+        poller.register(self._workers.fileno(), zmq.POLLIN)
+        ready = dict(poller.poll(POLL_MS))
+        if self._workers.fileno() in ready:
+            self._send_worker_replies()
+        if self._front in ready:
+            self._serve_batch(self._front, self._queued_reply)
+
+    def _send_worker_replies(self) -> None:
+        for frames in self._workers.collect():
+            self._outbox.send(self._front, frames)
 
     def _serve_held(self) -> None:
         """Answer the requests held during the lock, in arrival order, up to ``BATCH`` of them."""
@@ -438,6 +474,10 @@ class ReadWriteServer:
                 self._start_snapshot()
         if self.files.autosave_due():
             self._start_snapshot()
+        if self._workers.pending:
+            self._send_worker_replies()
+        for frames in self._workers.check():
+            self._outbox.send(self._front, frames)
         self._outbox.prune()
         expired = self.handler.sessions.expire()
         if expired:
@@ -459,7 +499,21 @@ class ReadWriteServer:
                 raise errors.LockError("unlock() must come from the lock holder on the lock socket")
         except errors.LockError as exc:
             return protocol.error_reply(request.id, exc)
-        return self.handler.answer(request)
+        if offloaded(request):
+            self._workers.submit(envelope, request)
+            return None
+        return self._answer(request)
+
+    def _answer(self, request: Request) -> bytes:
+        self._answering = request
+        try:
+            reply = self.handler.answer(request)
+        finally:
+            self._answering = None
+        if request.op == "exec":  # it may have changed the store without the journal
+            for frames in self._workers.restart("replaced after exec"):
+                self._outbox.send(self._front, frames)
+        return reply
 
     def _locked_out_reply(self, envelope: list[bytes], request: Request) -> bytes | None:
         """The reply to a request on the write port while a client holds the lock; None if held."""
@@ -499,7 +553,7 @@ class ReadWriteServer:
         except errors.LockError as exc:
             return protocol.error_reply(request.id, exc)
         if request.op != "unlock":
-            return self.handler.answer(request)
+            return self._answer(request)
         self.lock.release()
         log.info("lock released by client %s", request.client)
         reply = protocol.ok_reply(request.id, None)
@@ -535,6 +589,7 @@ class ReadWriteServer:
             self.files.close()
         except OSError as exc:
             log.error("could not sync the journal on shutdown: %s", exc)
+        self._workers.stop()
         self._close_network()
         log.warning("pyzdb read-write server stopped")
 

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 WRITE_CALLS = frozenset({"create", "drop", "insert_ts", "upsert_meta", "delete_ts", "add", "madd"})
 READ_CALLS = frozenset(
-    {"names", "open", "len", "contains", "get", "select", "augmented_select", "range", "mrange"}
+    {
+        "names",
+        "open",
+        "len",
+        "contains",
+        "get",
+        "select",
+        "augmented_select",
+        "range",
+        "mrange",
+        "similar",
+        "distance",
+        "vantage_points",
+    }
 )
 OPTIONS = ("schema", "index", "grid", "vantage_points", "duplicate_policy", "retention")
 """The options of a collection, in the order ``db.timeseries`` takes them."""

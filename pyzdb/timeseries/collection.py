@@ -8,6 +8,10 @@ loaded, and changed by the same three patch kinds that change the rows
 exact.  A row's fields dict is never changed in place: a new one replaces it,
 which lets undo steps keep the old one as it was.
 
+The similarity index (:mod:`pyzdb.timeseries.similarity`) is derived data
+too: built on first use; the same patches mark the rows it must refresh
+before its next use.
+
 Each index also keeps its distinct values in order (:class:`SortedKeys`)
 while they are all numbers or all strings, so that ``<``, ``<=``, ``>`` and
 ``>=`` on an indexed field find their values by binary search.
@@ -140,12 +144,34 @@ class Collection:
         self.rows: dict[Any, Row] = {}
         self.indexes: dict[str, dict[Any, set]] = {}
         self.sorted_keys: dict[str, SortedKeys] = {}
+        self._similarity: Any = None
         self._rebuild_indexes()
 
     @property
     def schema(self) -> dict | None:
         """Field name -> type name, or ``None`` for a collection that takes any field."""
         return self.options["schema"]
+
+    def similarity(self) -> Any:
+        """The similarity index (:class:`~.similarity.SimilarityIndex`), built on first use, up to date."""
+        if self._similarity is None:
+            from pyzdb.timeseries.similarity import SimilarityIndex  # it imports query, which imports us
+
+            index = SimilarityIndex(self.options["grid"], self.options["vantage_points"])
+            index.build((pk, row.samples) for pk, row in self.rows.items())
+            self._similarity = index
+        else:
+            self._similarity.refresh(self.rows)
+        return self._similarity
+
+    def _resimilar(self, pk: Any) -> None:
+        """Row ``pk``'s series changed: the similarity index (once built) refreshes it before its next use.
+
+        A patch only marks the row, so writes stay O(1) however long the series (``add`` to a metric
+        every second), and many writes to one row between two searches cost one refresh.
+        """
+        if self._similarity is not None:
+            self._similarity.stale[pk] = None
 
     def _rebuild_indexes(self) -> None:
         self.indexes = {field: {} for field in self.options["index"]}
@@ -185,20 +211,25 @@ class Collection:
             self._unindex(pk, old.fields)
         self.rows[pk] = Row(fields, samples)
         self._index(pk, fields)
+        if old is None or old.samples is not samples:
+            self._resimilar(pk)
 
     def delete(self, pk: Any) -> None:
         """Remove the row ``pk``."""
         self._unindex(pk, self.rows.pop(pk).fields)
+        self._resimilar(pk)
 
     def splice(self, pk: Any, start: int, stop: int, times: Any, values: Any) -> None:
         """Change the samples of row ``pk`` (see :meth:`Samples.splice`)."""
         self.rows[pk].samples.splice(start, stop, times, values)
+        self._resimilar(pk)
 
     def append(self, appends: Appends) -> None:
         """Append each row's new samples, then let go of them (see :class:`Appends`)."""
         for pk, (times, values) in zip(appends.pks, appends.held, strict=True):
             samples = self.rows[pk].samples
             samples.splice(len(samples), len(samples), times, values)
+            self._resimilar(pk)
         appends.held = None
 
     def truncate(self, appends: Appends) -> None:
@@ -208,6 +239,7 @@ class Collection:
             samples = self.rows[pk].samples
             held.append((samples.times[start:].copy(), samples.values[start:].copy()))
             samples.splice(start, len(samples), _NOTHING, _NOTHING)
+            self._resimilar(pk)
         appends.held = held
 
     # --- pickling: the indexes are rebuilt, never trusted from disk -----------------
@@ -217,6 +249,7 @@ class Collection:
 
     def __setstate__(self, state: dict) -> None:
         self.name, self.options, self.rows = state["name"], state["options"], state["rows"]
+        self._similarity = None
         self._rebuild_indexes()
 
 

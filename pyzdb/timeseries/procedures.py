@@ -3,7 +3,8 @@
 Each procedure takes the row's times and values (views of its samples), the
 collection's grid and the call's ``arg``, and returns a list of results that
 ``augmented_select`` pairs with the caller's ``target`` names.  The
-kernelized cross-correlation distance is SPEC §9's.
+kernelized cross-correlation distance is SPEC §9's
+(:mod:`pyzdb.timeseries.distance`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-KERNEL_M = 5.0
-"""``m`` in the kernel ``exp(m * ccor)``."""
+from pyzdb.timeseries.distance import distance
 
 
 def stats(times: np.ndarray, values: np.ndarray, _grid: Any, _arg: Any) -> list[float]:
@@ -31,29 +31,3 @@ def corr(times: np.ndarray, values: np.ndarray, grid: Any, arg: tuple[np.ndarray
 
 PROCEDURES: dict[str, tuple[int, Callable[..., list]]] = {"stats": (2, stats), "corr": (1, corr)}
 """name -> (number of results, procedure)."""
-
-
-def prepared(times: np.ndarray, values: np.ndarray, grid: Any) -> np.ndarray:
-    """The values compared: resampled onto the grid when there is one (ends clamped), standardized."""
-    if grid is not None:
-        start, stop, n = grid
-        values = np.interp(np.linspace(start, stop, n), times, values)
-    std = float(np.std(values)) if len(values) else 0.0
-    if not std > 0:
-        raise ValueError("a constant series has no distance")
-    return (values - np.mean(values)) / std
-
-
-def _kernel_sum(x: np.ndarray, y: np.ndarray) -> float:
-    n = len(x)
-    ccor = np.fft.irfft(np.fft.rfft(x) * np.conj(np.fft.rfft(y)), n) / n
-    return float(np.sum(np.exp(KERNEL_M * ccor)))
-
-
-def distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], grid: Any) -> float:
-    """``sqrt(max(0, 2 (1 - K(x, y))))`` of two series, each ``(times, values)``."""
-    x, y = prepared(*a, grid), prepared(*b, grid)
-    if len(x) != len(y):
-        raise ValueError(f"series of {len(x)} and {len(y)} samples cannot be compared without a grid")
-    k = _kernel_sum(x, y) / np.sqrt(_kernel_sum(x, x) * _kernel_sum(y, y))
-    return float(np.sqrt(max(0.0, 2.0 * (1.0 - k))))

@@ -88,6 +88,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _series_arg(series: Any) -> Any:
+    """A ``(times, values)`` pair of numpy arrays as a TimeSeries: it travels as ``$ts``, not as numbers."""
+    if type(series) in (tuple, list) and len(series) == 2 and any(map(_is_numpy, series)):
+        from pyzdb.timeseries.series import TimeSeries  # numpy arrays: numpy is loaded already
+
+        return TimeSeries(*series)
+    return _plain(series)
+
+
 def _zip_select(found: list) -> dict:
     pks, rows = found
     return {pk: {} for pk in pks} if rows is None else dict(zip(pks, rows, strict=True))
@@ -95,6 +104,10 @@ def _zip_select(found: list) -> dict:
 
 def _samples(found: list) -> list:
     return list(found)
+
+
+def _pairs(found: list) -> list:
+    return [(pk, d) for pk, d in found]
 
 
 def _grouped(found: dict) -> dict:
@@ -139,11 +152,7 @@ class BaseCollection:
 
     def insert_ts(self, pk: str | int, series: Any) -> Any:
         """Add row ``pk`` with a series, or give one to a row that has none (``ValueError`` if it has)."""
-        if type(series) in (tuple, list) and len(series) == 2 and any(map(_is_numpy, series)):
-            from pyzdb.timeseries.series import TimeSeries  # numpy arrays: numpy is loaded already
-
-            series = TimeSeries(*series)  # travels as $ts, not as a list of numbers
-        return self._call("insert_ts", pk, series)
+        return self._call("insert_ts", pk, _series_arg(series))
 
     def upsert_meta(self, pk: str | int, meta: dict) -> Any:
         """Update row ``pk``'s fields (creating the row when new); a field set to ``None`` is removed."""
@@ -173,6 +182,24 @@ class BaseCollection:
     ) -> Any:
         """``{pk: {target[i]: result[i]}}`` of a server procedure (``'stats'``, ``'corr'``) on each row."""
         return self._call("augmented_select", proc, target, arg, meta, additional)
+
+    def similar(self, query: Any, k: int = 5, *, meta: dict | None = None, include_self: bool = False) -> Any:
+        """The ``k`` rows nearest ``query`` (a pk or a series): ``[(pk, distance), ...]`` by (distance, pk).
+
+        Exact (SPEC §9); ``meta`` (select's syntax) restricts the rows searched; a stored query is
+        left out of its own answer unless ``include_self``.
+        """
+        return self._call(
+            "similar", _series_arg(query), _plain(k), meta=meta, include_self=include_self, finish=_pairs
+        )
+
+    def distance(self, a: Any, b: Any) -> Any:
+        """SPEC §9's distance of two series, each a pk or a series."""
+        return self._call("distance", _series_arg(a), _series_arg(b))
+
+    def vantage_points(self) -> Any:
+        """The pks of the vantage points the server chose for its similarity index."""
+        return self._call("vantage_points")
 
     def add(self, pk: str | int, t: float, v: float) -> Any:
         """Add one sample to row ``pk`` at its time (creating the row when new)."""

@@ -34,9 +34,12 @@ from pyzdb import codec
 from pyzdb.errors import NotAllowedError
 from pyzdb.ops import Change
 from pyzdb.timeseries import aggregate, procedures, query
+from pyzdb.timeseries import distance as dist
 from pyzdb.timeseries import schema as fields_
 from pyzdb.timeseries.calls import READ_CALLS, WRITE_CALLS
 from pyzdb.timeseries.collection import Appends, Collection, unhashable_indexed
+from pyzdb.timeseries.query import conditions as _conditions
+from pyzdb.timeseries.query import select_pks as _select_pks
 from pyzdb.timeseries.samples import Samples, keep_recent, numbers, plan_merge
 from pyzdb.timeseries.series import TimeSeries, as_series
 
@@ -287,6 +290,65 @@ def _corr_arg(coll: Collection, arg: Any) -> tuple:
     return series.times, series.values
 
 
+# --- similarity (SPEC §9) -------------------------------------------------------------------
+
+
+def _compared(coll: Collection, item: Any, what: str) -> tuple[str, np.ndarray]:
+    """``(label, prepared values)`` of a pk (its stored series) or of a series sent with the call."""
+    if type(item) in (str, int):
+        samples = _row(coll, item).samples
+        label = f"collection {coll.name!r}, pk {item!r}"
+        if samples is None:
+            raise ValueError(f"{label} has no series")
+        times, values = samples.times, samples.values
+    else:
+        if type(item) is not TimeSeries and not (type(item) in (list, tuple) and len(item) == 2):
+            raise TypeError(
+                f"collection {coll.name!r}: {what} must be a pk or a series (a TimeSeries or a"
+                f" (times, values) pair), not {type(item).__name__}"
+            )
+        label = f"collection {coll.name!r}: {what}"
+        series = as_series(item, label)
+        times, values = series.times, series.values
+    try:
+        return label, dist.prepared(times, values, coll.options["grid"])
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from None
+
+
+def _distance(_: Registry, coll: Collection, a: Any, b: Any) -> float:
+    """SPEC §9's distance of two series, each a pk or a series."""
+    (label_a, x), (label_b, y) = _compared(coll, a, "a"), _compared(coll, b, "b")
+    if len(x) != len(y):
+        raise ValueError(
+            f"{label_a} has {len(x)} samples and {label_b} {len(y)}: without a grid they cannot be compared"
+        )
+    fx, sx = dist.transform(x[None, :])
+    fy, sy = dist.transform(y[None, :])
+    return float(dist.distances(fx, sx, fy[0], float(sy[0]), len(x))[0])
+
+
+def _similar(
+    _: Registry, coll: Collection, query: Any, k: Any = 5, *, meta: Any = None, include_self: Any = False
+) -> list:
+    """``[[pk, distance], ...]`` of the k rows nearest ``query``, by (distance, pk); exact."""
+    if type(k) is not int or k < 1:
+        raise ValueError(f"collection {coll.name!r}: k must be an int >= 1, not {k!r}")
+    if type(include_self) is not bool:
+        raise TypeError(f"collection {coll.name!r}: include_self must be True or False")
+    found = _conditions(coll, meta)
+    _, prepared = _compared(coll, query, "the query")
+    candidates = None if meta is None else _select_pks(coll, found)
+    exclude = query if type(query) in (str, int) and not include_self else None
+    nearest = coll.similarity().nearest(prepared, k, candidates, exclude, coll.name)
+    return [[pk, d] for pk, d in nearest]
+
+
+def _vantage_points(_: Registry, coll: Collection) -> list:
+    """The pks of the vantage points the server uses now."""
+    return coll.similarity().vantage_points()
+
+
 # --- samples ------------------------------------------------------------------------------
 
 
@@ -476,6 +538,9 @@ _READERS: dict[str, Callable[..., Any]] = {
     "get": _get,
     "select": _select,
     "augmented_select": _augmented_select,
+    "similar": _similar,
+    "distance": _distance,
+    "vantage_points": _vantage_points,
     "range": _range,
     "mrange": _mrange,
 }

@@ -8,7 +8,7 @@ import sys
 
 from pyzdb import __version__
 from pyzdb.client import DEFAULT_WRITE_URI
-from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig
+from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig, tcp
 
 _POSITIONAL_URIS = ("write_client_uri", "write_server_uri", "read_client_uri", "read_server_uri", "lock_uri")
 
@@ -29,6 +29,8 @@ last second, no whatever the OS had not written (docs/operations.md).
 examples:
   pyzdb-server                       store db.pkl, writes on 5559, reads on 5561, lock on 5558
   pyzdb-server -ro                   a read-only server behind the read queue (port 5562)
+  pyzdb-server -ro --primary tcp://writer:5563 --db replica.pkl
+                                     a replica on another machine, fed over ZeroMQ
   pyzdb-server data.pkl --port-base 6000
   server.py db.pkl tcp://127.0.0.1:5559 tcp://127.0.0.1:5560 tcp://127.0.0.1:5561 tcp://127.0.0.1:5562 tcp://127.0.0.1:5558
 
@@ -108,9 +110,60 @@ def server_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest request accepted (default: %(default)s)",
     )
+    _replication_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     parser.add_argument("--version", action="version", version=f"pyzdb {__version__}")
     return parser
+
+
+def _replication_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("replication over ZeroMQ (docs/replication.md)")
+    group.add_argument(
+        "--repl-port",
+        type=int,
+        metavar="N",
+        help="the writer's replication port (default: N+5 of --port-base, 5563; "
+        "with the positional form, only when given)",
+    )
+    group.add_argument(
+        "--repl-backlog-bytes",
+        type=int,
+        default=ServerConfig.repl_backlog_bytes,
+        metavar="BYTES",
+        help="journal records the writer keeps in memory for replicas that fall behind; "
+        "one further behind takes a full copy (default: %(default)s)",
+    )
+    group.add_argument(
+        "--primary",
+        metavar="URI",
+        help="with -ro: a replica fed over ZeroMQ from this writer's replication port, "
+        "keeping its own store file (--db)",
+    )
+    group.add_argument(
+        "--read-bind", metavar="URI", help="with --primary: also serve reads directly on this address"
+    )
+
+
+def _apply_replication(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, config: ServerConfig
+) -> None:
+    positional = any(getattr(args, name) for name in _POSITIONAL_URIS)
+    if args.repl_port is not None:
+        config.repl_uri = tcp(args.host, args.repl_port)
+    elif positional:
+        config.repl_uri = None  # the original command line binds only what it names
+    if args.repl_backlog_bytes < 0:
+        parser.error("--repl-backlog-bytes cannot be negative")
+    config.repl_backlog_bytes = args.repl_backlog_bytes
+    if (args.primary or args.read_bind) and not args.read_only:
+        parser.error("--primary and --read-bind are options of a replica: add -ro")
+    if args.read_bind and not args.primary:
+        parser.error("--read-bind needs --primary")
+    config.primary, config.read_bind = args.primary, args.read_bind
+    if args.primary and not (args.opt_read_server_uri or args.read_server_uri):
+        # SPEC 12: the replica joins the read queue of its primary's host
+        host = args.primary.split("//", 1)[-1].rsplit(":", 1)[0]
+        config.read_server_uri = tcp(host, args.port_base + 4)
 
 
 def server_config(argv: list[str] | None = None) -> ServerConfig:
@@ -139,6 +192,7 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         uri = getattr(args, f"opt_{name}") or getattr(args, name)
         if uri:
             setattr(config, name, uri)
+    _apply_replication(parser, args, config)
     return config
 
 
@@ -155,10 +209,14 @@ def main_server(argv: list[str] | None = None) -> int:
     config = server_config(argv)
     setup_logging(config.verbose)
     from pyzdb.server.readonly import ReadOnlyServer
+    from pyzdb.server.replica import ReplicaServer
     from pyzdb.server.rw import ReadWriteServer
 
     try:
-        server = ReadOnlyServer(config) if config.read_only else ReadWriteServer(config)
+        if config.primary:
+            server = ReplicaServer(config)
+        else:
+            server = ReadOnlyServer(config) if config.read_only else ReadWriteServer(config)
         server.bind()
     except startup_errors() as exc:  # one clear line, not a traceback
         print(f"pyzdb-server: cannot start: {exc}", file=sys.stderr)

@@ -35,16 +35,24 @@ class ServerConfig:
     autosave_seconds: float = 300.0
     max_message_size: int = MAX_MESSAGE_BYTES
     verbose: int = 0
+    repl_uri: str | None = None
+    """Where the read-write server binds its replication port (None: no replication)."""
+    primary: str | None = None
+    """A replica's writer (its replication port); None for a replica of the on-disk files."""
+    read_bind: str | None = None
+    """A replica's own read address, besides the writer's read queue."""
+    repl_backlog_bytes: int = 64 << 20
 
     @classmethod
     def from_port_base(cls, base: int, host: str = DEFAULT_HOST, **settings) -> ServerConfig:
-        """Lock on ``base``, write queue on ``base+1``/``+2``, read queue on ``+3``/``+4``."""
+        """Lock on ``base``, writes on ``base+1``/``+2``, read queue on ``+3``/``+4``, replication ``+5``."""
         return cls(
             lock_uri=tcp(host, base),
             write_client_uri=tcp(host, base + 1),
             write_server_uri=tcp(host, base + 2),
             read_client_uri=tcp(host, base + 3),
             read_server_uri=tcp(host, base + 4),
+            repl_uri=tcp(host, base + 5),
             **settings,
         )
 

@@ -40,6 +40,7 @@ from pyzdb.server.devices import QueueDevice
 from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.outbox import Outbox
+from pyzdb.server.replication import ReplicationSource, source_from_state
 from pyzdb.server.sessions import Sessions
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
@@ -113,6 +114,7 @@ class ReadWriteServer:
         started = time.perf_counter()
         state, records = self.files.load()
         store, sessions = store_from_state(state, self.config.undo_limit)
+        self.replication: ReplicationSource = source_from_state(state, self.config.repl_backlog_bytes)
         handler = Handler(
             store,
             save=self.save,
@@ -123,8 +125,9 @@ class ReadWriteServer:
         )
         for raw in records:
             handler.replay(raw)
+            self.replication.record(raw)
         self.files.open_journal()
-        handler.journal = self.files.append
+        handler.journal = self._journal
         log.info(
             "loaded %s and replayed %d journaled writes in %.3f s",
             self.config.db,
@@ -133,9 +136,18 @@ class ReadWriteServer:
         )
         return handler
 
+    def _journal(self, payload: bytes) -> None:
+        """Journal one write request; it is then part of the replication stream too."""
+        self.files.append(payload)
+        self.replication.record(payload)
+
     def state(self) -> dict:
         """What a snapshot holds."""
-        return {**self.handler.store.state(), "sessions": self.handler.sessions}
+        return {
+            **self.handler.store.state(),
+            "sessions": self.handler.sessions,
+            "replication": self.replication.position.to_json(),
+        }
 
     def _collect_blobs(self, state: dict, started: float) -> None:
         self.blobs.collect([state["root"], state["history"].__getstate__()], started)
@@ -156,6 +168,8 @@ class ReadWriteServer:
         try:
             self._front = self._router(self.config.write_client_uri)
             self._lock_socket = self._router(self.config.lock_uri)
+            if self.config.repl_uri:
+                self.replication.open(self._router(self.config.repl_uri), self.handler.store)
             self._read_queue = QueueDevice(
                 self._context, self.config.read_client_uri, [self.config.read_server_uri], "read"
             )
@@ -191,10 +205,11 @@ class ReadWriteServer:
         if self.config.allow_exec:
             log.warning("--allow-exec: any client can run Python code in this server")
         log.warning(
-            "pyzdb read-write server ready: writes %s, reads %s, lock %s, store %s, fsync %s",
+            "pyzdb read-write server ready: writes %s, reads %s, lock %s, replication %s, store %s, fsync %s",
             self.config.write_client_uri,
             self.config.read_client_uri,
             self.config.lock_uri,
+            self.config.repl_uri or "off",
             self.config.db,
             self.config.fsync,
         )
@@ -289,6 +304,7 @@ class ReadWriteServer:
         except OSError as exc:
             self._stop_unacknowledged(exc)
             return
+        self.replication.flush()
         for frames in replies:
             self._outbox.send(sock, frames)
 
@@ -327,6 +343,7 @@ class ReadWriteServer:
         if self.files.autosave_due():
             self._start_snapshot()
         self._outbox.prune()
+        self.replication.tick()
         expired = self.handler.sessions.expire()
         if expired:
             log.info("forgot the write records of %d client(s) idle for a day", expired)

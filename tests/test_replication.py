@@ -1,0 +1,373 @@
+"""Replicas fed over ZeroMQ (SPEC §12): real writer and replica processes on loopback.
+
+Every process is stopped by its PID; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from helpers import ServerProcess, free_port_base, wait_until
+from pyzdb import errors, protocol
+from pyzdb.client import Connection
+from pyzdb.server.replication import (
+    ZERO_CHAIN,
+    Backlog,
+    Position,
+    chain_next,
+    decode_copy,
+    encode_copy,
+)
+
+SYNC_TIMEOUT = 15.0
+
+
+class Replica(ServerProcess):
+    """A replica process of ``writer``, with its own store file and a direct read address."""
+
+    def __init__(self, db: Path, writer: ServerProcess, *extra: str, primary: str | None = None) -> None:
+        self.read_port = free_port_base(1)
+        self.primary = primary or f"tcp://127.0.0.1:{writer.port_base + 5}"
+        super().__init__(
+            db,
+            writer.port_base,
+            "--primary",
+            self.primary,
+            "--read-bind",
+            f"tcp://127.0.0.1:{self.read_port}",
+            "-v",
+            *extra,
+            read_only=True,
+        )
+
+    @property
+    def direct_uri(self) -> str:
+        """Its own read address (``--read-bind``)."""
+        return f"tcp://127.0.0.1:{self.read_port}"
+
+    def root(self) -> object:
+        """The whole store as this replica serves it now."""
+        with Connection(self.direct_uri, timeout=5) as conn:
+            return conn.call("get", ())
+
+
+def _root(writer: ServerProcess) -> object:
+    with Connection(writer.write_uri, timeout=5) as conn:
+        return conn.call("get", ())
+
+
+def _wait_synced(replica: Replica, writer: ServerProcess, timeout: float = SYNC_TIMEOUT) -> None:
+    expected = _root(writer)
+    wait_until(lambda: replica.root() == expected, timeout, 0.05)
+
+
+@pytest.fixture
+def writer(tmp_path):
+    """A read-write server with replication on (N+5); stopped by PID after the test."""
+    proc = ServerProcess(tmp_path / "writer" / "db.pkl", None, "-v")
+    proc.db.parent.mkdir()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def replica_path(tmp_path) -> Path:
+    """Where the replica keeps its own store (another folder: it never sees the writer's files)."""
+    folder = tmp_path / "replica"
+    folder.mkdir()
+    return folder / "replica.pkl"
+
+
+@pytest.fixture
+def replica(writer, replica_path):
+    """A running replica of ``writer``; stopped by PID after the test."""
+    proc = Replica(replica_path, writer).start()
+    yield proc
+    proc.stop()
+
+
+def _write(writer: ServerProcess, count: int, prefix: str = "k") -> None:
+    with Connection(writer.write_uri, timeout=10) as conn:
+        for i in range(count):
+            conn.db[f"{prefix}{i}"] = {"i": i, "tags": [prefix, i]}
+
+
+# --- positions and the copy format, without processes ---------------------------------
+
+
+def test_chain_detects_a_changed_or_reordered_record():
+    a, b = b'{"op":"set","n":1}', b'{"op":"set","n":2}'
+    straight = chain_next(chain_next(ZERO_CHAIN, a), b)
+    assert straight != chain_next(chain_next(ZERO_CHAIN, b), a)
+    assert straight != chain_next(chain_next(ZERO_CHAIN, a), b + b" ")
+
+
+def test_backlog_keeps_positions_and_drops_oldest_by_size():
+    backlog = Backlog(Position("h", 10, ZERO_CHAIN), limit_bytes=100)
+    records = [bytes([65 + i]) * 30 for i in range(6)]
+    for record in records:
+        backlog.append(record)
+    assert backlog.head.count == 16
+    assert backlog.base_count == 13  # 3 records of 30 bytes fit in 100
+    assert backlog.chain_at(12) is None and backlog.chain_at(17) is None
+    chain = backlog.chain_at(13)
+    sent, chains = backlog.batch(13)
+    assert sent == records[3:]
+    for record, expected in zip(sent, chains, strict=True):
+        chain = chain_next(chain, record)
+        assert chain == expected
+    assert chain == backlog.head.chain
+
+
+def test_position_from_the_network_is_checked():
+    good = Position("abc", 3, bytes(range(16))).to_json()
+    assert Position.from_json(good) == Position("abc", 3, bytes(range(16)))
+    for bad in ({**good, "count": -1}, {**good, "count": "3"}, {**good, "chain": "00"}, [good], None):
+        with pytest.raises(ValueError):
+            Position.from_json(bad)
+
+
+def test_copy_format_is_pyzdb_codec_not_pickle():
+    root = {"a": (1, 2), "c": [b"raw", None, 2**80], 5: {"n": 1.5}}
+    data = encode_copy(root)
+    assert not data.startswith(b"\x80")  # not a pickle
+    assert decode_copy(data) == root
+    import pickle
+
+    for bad in (pickle.dumps(root), b'{"format":"pyzdb-copy-1","root":[1]}', b"{"):
+        with pytest.raises(ValueError):
+            decode_copy(bad)
+
+
+# --- real processes -----------------------------------------------------------------
+
+
+def test_new_replica_gets_a_full_copy_then_every_write(writer, replica_path):
+    _write(writer, 50, "before")
+    replica = Replica(replica_path, writer).start()
+    try:
+        _wait_synced(replica, writer)
+        assert "sending a full copy at record 50 (replica new)" in writer.log()
+        _write(writer, 30, "after")
+        with Connection(writer.write_uri, timeout=5) as conn:
+            conn.db["l"] = [1, 2]
+            conn.db["l"].append(3)
+            del conn.db["before0"]
+            conn.db.undo()  # journaled undo, replayed on the replica from its own history
+        _wait_synced(replica, writer)
+        assert replica.root()["after29"] == {"i": 29, "tags": ["after", 29]}
+        assert replica.root()["l"] == [1, 2, 3] and "before0" in replica.root()
+        with Connection(replica.direct_uri, timeout=5) as conn:
+            with pytest.raises(errors.ReadOnlyError):
+                conn.db["x"] = 1
+            assert conn.call("ping")["read_only"] is True
+        with Connection(writer.read_uri, timeout=5) as conn:  # the writer's read queue reaches it too
+            assert conn.call("ping")["pid"] == replica.pid
+            assert conn.db["after29"]["i"]._run() == 29
+        assert "link to tcp://" in replica.log() and "up, at record" in replica.log()
+    finally:
+        assert replica.stop() == 0
+
+
+def test_reader_never_sees_part_of_a_write_or_a_value_go_back(writer, replica):
+    with Connection(writer.write_uri, timeout=5) as conn:
+        conn.db["pair"] = {"a": 0, "b": 0}
+    _wait_synced(replica, writer)
+    seen: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        with Connection(replica.direct_uri, timeout=5) as reader:
+            while not done.is_set():
+                pair = reader.db["pair"]._run()
+                seen.append((pair["a"], pair["b"]))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        with Connection(writer.write_uri, timeout=5) as conn:
+            for i in range(1, 301):
+                conn.db["pair"].update({"a": i, "b": i})  # one request: both keys or neither
+    finally:
+        wait_until(lambda: seen and seen[-1] == (300, 300), SYNC_TIMEOUT)
+        done.set()
+        thread.join(10)
+    assert all(a == b for a, b in seen), "a reader saw part of a request"
+    assert [a for a, _ in seen] == sorted(a for a, _ in seen), "a value went backwards"
+    assert len(set(seen)) > 2
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_restarted_replica_catches_up_from_its_own_position(writer, replica_path, how):
+    replica = Replica(replica_path, writer).start()
+    try:
+        _write(writer, 40, "one")
+        _wait_synced(replica, writer)
+        replica.stop(how)
+        _write(writer, 40, "two")
+        replica.start()
+        _wait_synced(replica, writer)
+        assert writer.log().count("sending a full copy") == 1, "catch-up, not a second copy"
+        assert "up, at record 40" in replica.log()  # where its own files left it
+    finally:
+        replica.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_replica_catches_up_after_the_writer_restarts(writer, replica, how):
+    with Connection(writer.write_uri, timeout=5) as conn:
+        conn.db.save()  # the history id is kept in the snapshot from here on
+    _write(writer, 30, "one")
+    _wait_synced(replica, writer)
+    writer.stop(how)
+    writer.start()
+    _write(writer, 30, "two")
+    _wait_synced(replica, writer)
+    assert writer.log().count("sending a full copy") == 1, "the restarted writer resumed the stream"
+    assert writer.log().count("link up at record") == 2
+    assert "lost (silent" in replica.log() or "the writer does not know this replica" in replica.log()
+
+
+def test_replica_too_far_behind_takes_a_full_copy(tmp_path, replica_path):
+    writer = ServerProcess(tmp_path / "db.pkl", None, "--repl-backlog-bytes", "2000", "-v").start()
+    replica = Replica(replica_path, writer)
+    try:
+        replica.start()
+        _write(writer, 10, "one")
+        _wait_synced(replica, writer)
+        replica.stop()
+        _write(writer, 200, "two")  # far more than 2000 bytes of records
+        replica.start()
+        _wait_synced(replica, writer)
+        assert "(replica behind the backlog)" in writer.log()
+        assert replica.log().count("loaded a full copy") == 2
+    finally:
+        replica.stop()
+        writer.stop()
+
+
+def test_divergence_is_detected_and_repaired_with_a_copy(writer, replica):
+    with Connection(writer.write_uri, timeout=5) as conn:
+        conn.db.save()
+    _write(writer, 20, "shared")
+    _wait_synced(replica, writer)
+    backup = writer.db.parent.with_name("backup")
+    writer.stop(signal.SIGKILL)
+    shutil.copytree(writer.db.parent, backup)
+    writer.start()
+    _write(writer, 20, "lost")  # the replica gets these; then the writer goes back to the backup
+    _wait_synced(replica, writer)
+    writer.stop(signal.SIGKILL)
+    shutil.rmtree(writer.db.parent)
+    shutil.copytree(backup, writer.db.parent)
+    writer.start()
+    _write(writer, 25, "other")  # same history, 45 records, but not the same ones
+    _wait_synced(replica, writer)
+    root = replica.root()
+    assert "lost0" not in root and root["other24"]["i"] == 24
+    assert "diverged (chain mismatch)" in writer.log()
+
+
+def test_link_loss_and_heal(writer, replica):
+    _write(writer, 10, "one")
+    _wait_synced(replica, writer)
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: "lost (silent for" in replica.log(), 10)
+        assert replica.root()["one9"]["i"] == 9  # it keeps serving its last state
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    _write(writer, 10, "two")
+    _wait_synced(replica, writer)
+    assert replica.log().count("up, at record") >= 2
+    assert writer.log().count("sending a full copy") == 1
+
+
+def test_garbage_on_the_replication_port_changes_nothing(writer, replica):
+    _write(writer, 5)
+    _wait_synced(replica, writer)
+    context = zmq.Context()
+    try:
+        sock = context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(f"tcp://127.0.0.1:{writer.port_base + 5}")
+        for frames in ([b"HELLO"], [b"HELLO", b"\xff"], [b"HELLO", b'{"position": 3}'], [b"x" * 5000]):
+            sock.send_multipart(frames)
+        wait_until(lambda: "dropped a bad" in writer.log(), 5)
+        sock.send_multipart([b"CREDIT", b'{"credit": 5}'])
+        assert sock.poll(3000) and sock.recv_multipart()[0] == b"RESYNC"  # a stranger is told to say HELLO
+    finally:
+        context.destroy(linger=0)
+    _write(writer, 5, "after")
+    _wait_synced(replica, writer)
+
+
+class FakePrimary:
+    """A hostile or broken writer: a ROUTER the test drives by hand."""
+
+    def __init__(self) -> None:
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+
+    def hello(self, timeout: float = 10.0) -> tuple[bytes, dict]:
+        """The next HELLO a replica sends."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sock.poll(200):
+                identity, kind, body = self.sock.recv_multipart()[:3]
+                if kind == b"HELLO":
+                    return identity, json.loads(body)
+        raise AssertionError("no HELLO from the replica")
+
+    def send(self, identity: bytes, kind: bytes, body: dict, *frames: bytes) -> None:
+        """Send one stream message."""
+        self.sock.send_multipart([identity, kind, json.dumps(body).encode(), *frames])
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.context.destroy(linger=0)
+
+
+def test_replica_checks_records_and_copies_before_applying(writer, replica_path):
+    fake = FakePrimary()
+    replica = Replica(replica_path, writer, primary=f"tcp://127.0.0.1:{fake.port}")
+    try:
+        replica.start()
+        identity, hello = fake.hello()
+        session = hello["session"]
+        data = encode_copy({"x": 1})
+        meta = {"session": session, "position": Position("hist", 0).to_json(), "size": len(data)}
+        fake.send(identity, b"COPY", {**meta, "digest": "0" * 64, "chunks": 1})
+        fake.send(identity, b"CHUNK", {"session": session, "index": 0}, data)
+        identity, hello = fake.hello()  # the digest did not match: it asks again, for a copy
+        assert hello["copy"] is True and hello["position"]["history"] is None
+        session = hello["session"]
+        digest = hashlib.blake2b(data, digest_size=32).hexdigest()
+        fake.send(identity, b"COPY", {**meta, "session": session, "digest": digest, "chunks": 1})
+        fake.send(identity, b"CHUNK", {"session": session, "index": 0}, data)
+        wait_until(lambda: replica.root() == {"x": 1}, 10)
+        record = protocol.encode_request(
+            protocol.build_request("set", ("x",), args=(2,), id=1, client="c1", seq=1)
+        )
+        fake.send(identity, b"RECORDS", {"session": session, "first": 1, "chains": ["00" * 16]}, record)
+        identity, hello = fake.hello()  # a bad checksum chain: not applied, asks from its position
+        assert hello["position"]["count"] == 0 and replica.root() == {"x": 1}
+        session, chain = hello["session"], chain_next(ZERO_CHAIN, record).hex()
+        fake.send(identity, b"RECORDS", {"session": session - 1, "first": 1, "chains": [chain]}, record)
+        fake.send(identity, b"RECORDS", {"session": session, "first": 1, "chains": [chain]}, record)
+        wait_until(lambda: replica.root() == {"x": 2}, 10)  # the stale session's copy was dropped
+    finally:
+        replica.stop()
+        fake.close()

@@ -175,6 +175,12 @@ def test_new_replica_gets_a_full_copy_then_every_write(writer, replica_path):
             assert conn.call("ping")["pid"] == replica.pid
             assert conn.db["after29"]["i"]._run() == 29
         assert "link to tcp://" in replica.log() and "up, at record" in replica.log()
+        with Connection(writer.write_uri, timeout=5) as conn:
+            for _ in range(40):  # the replica has the 32 steps since its copy, the writer more
+                conn.db.undo()
+        _wait_synced(replica, writer)
+        assert "does not apply here (UndoError" in replica.log()
+        assert replica.log().count("loaded a full copy") == 2
     finally:
         assert replica.stop() == 0
 

@@ -57,6 +57,8 @@ CONNECT_RETRY_S = 0.1
 """While there is no connection at all (a HELLO could not even be queued), try this often."""
 REFUSED_RETRY_S = 30.0
 """After the writer refused a full copy, ask again this much later."""
+COPY_RETRY_S = 10.0
+"""After a second full copy in a row failed its checks, ask again this much later."""
 POLL_MS = 50
 MAX_COPY_BYTES = 1 << 34
 """A full copy announced as larger than this is refused before it is received."""
@@ -91,6 +93,7 @@ class ReplicaServer:
         self._copy: dict[str, Any] | None = None
         self._retry_at = 0.0
         self._hello_queued = False
+        self._copy_failures = 0
         self._stopping = False
         self._exit_code = 0
         self._context: zmq.Context | None = None
@@ -240,11 +243,28 @@ class ReplicaServer:
             try:
                 handled += self._receive(frames)
             except StreamError as exc:
-                log.warning("replication stream from %s: %s; starting again", self.config.primary, exc)
-                self._hello(copy=exc.copy)
+                self._restart_stream(exc)
                 return
         if handled:
             self._send(b"CREDIT", {"credit": handled, "applied": self.position.count})
+
+    def _restart_stream(self, exc: StreamError) -> None:
+        """After a message that does not fit: ask again, and not at once if copies keep failing."""
+        self._copy_failures = self._copy_failures + 1 if exc.copy else 0
+        if self._copy_failures > 1:  # the same bad copy again: do not make the writer encode it each second
+            log.error(
+                "replication stream from %s: %s; still serving record %d, asking again in %.0f s",
+                self.config.primary,
+                exc,
+                self.position.count,
+                COPY_RETRY_S,
+            )
+            self._retry_at = time.monotonic() + COPY_RETRY_S
+            self.link_up = False
+            self._session += 1  # whatever the writer still sends for the old request is dropped
+            return
+        log.warning("replication stream from %s: %s; starting again", self.config.primary, exc)
+        self._hello(copy=exc.copy)
 
     def _receive(self, frames: list[bytes]) -> int:
         """Handle one message; return the credit it used (1 or 0)."""
@@ -366,6 +386,7 @@ class ReplicaServer:
             log.error("could not save the full copy (still serving record %d): %s", old[1].count, exc)
             raise StreamError("full copy not saved") from None
         self.copies_received += 1
+        self._copy_failures = 0
         log.warning(
             "loaded a full copy at record %d of history %s in %.3f s",
             position.count,

@@ -157,7 +157,8 @@ def test_new_replica_gets_a_full_copy_then_every_write(writer, replica_path):
     replica = Replica(replica_path, writer).start()
     try:
         _wait_synced(replica, writer)
-        assert "sending a full copy at record 50 (replica new)" in writer.log()
+        assert "needs a full copy (replica new)" in writer.log()
+        assert "sending a full copy at record 50" in writer.log()
         _write(writer, 30, "after")
         with Connection(writer.write_uri, timeout=5) as conn:
             conn.db["l"] = [1, 2]
@@ -253,10 +254,14 @@ def test_replica_too_far_behind_takes_a_full_copy(tmp_path, replica_path):
         _wait_synced(replica, writer)
         replica.stop()
         _write(writer, 200, "two")  # far more than 2000 bytes of records
+        with Connection(writer.write_uri, timeout=10) as conn:
+            for i in range(3):
+                conn.db[f"big{i}"] = str(i) * 600_000  # a copy of several 1 MiB chunks
         replica.start()
         _wait_synced(replica, writer)
         assert "(replica behind the backlog)" in writer.log()
         assert replica.log().count("loaded a full copy") == 2
+        assert "receiving a full copy of 18" in replica.log()
     finally:
         replica.stop()
         writer.stop()

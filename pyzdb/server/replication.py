@@ -44,14 +44,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from pyzdb import codec
+from pyzdb.storage.durable import _die_with_parent
 
 log = logging.getLogger("pyzdb.replication")
 
@@ -67,6 +71,8 @@ CHUNK_BYTES = 1 << 20
 """Bytes of a full copy per CHUNK message."""
 DEFAULT_BACKLOG_BYTES = 64 << 20
 """Record bytes the writer keeps for replicas that fall behind (``--repl-backlog-bytes``)."""
+COPY_KEEP_S = 60.0
+"""A finished full copy is kept this long for other replicas that need one."""
 COPY_FORMAT = "pyzdb-copy-1"
 ZERO_CHAIN = bytes(16)
 ZMTP_HEARTBEAT_MS = 1000
@@ -156,6 +162,56 @@ def configure_link_socket(sock: zmq.Socket) -> None:
     sock.heartbeat_ttl = ZMTP_HEARTBEAT_TIMEOUT_MS
 
 
+class CopyJob:
+    """A full copy encoded by a forked child, so that the writer keeps serving meanwhile.
+
+    The child sees the store as it was at the fork, which is ``position``; the
+    records after it are in the backlog.  It writes the encoded copy to
+    ``<store>.tmp-copy-<count>`` (a leftover is removed at the next start, like
+    an unfinished snapshot), which the parent reads and deletes.
+    """
+
+    def __init__(self, db: Path, store: Any, position: Position) -> None:
+        self.position = Position(position.history, position.count, position.chain)
+        self.path = db.with_name(f"{db.name}.tmp-copy-{position.count}")
+        self.started = time.perf_counter()
+        parent = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: encode, write, leave without any of the parent's cleanup
+            code = 0
+            try:
+                _die_with_parent(parent)
+                os.nice(10)
+                data = encode_copy(store.root)
+                with open(self.path, "wb") as handle:
+                    handle.write(data)
+            except BaseException as exc:  # noqa: BLE001 - report and exit, whatever it was
+                os.write(2, f"pyzdb: full copy failed: {exc}\n".encode())
+                code = 1
+            os._exit(code)
+
+    def poll(self) -> list[tuple] | None:
+        """The copy's messages once the child has finished, None before; ``OSError`` if it failed."""
+        done, status = os.waitpid(self.pid, os.WNOHANG)
+        if done == 0:
+            return None
+        try:
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise OSError(f"the copy process exited with status {os.waitstatus_to_exitcode(status)}")
+            data = self.path.read_bytes()
+        finally:
+            self.path.unlink(missing_ok=True)
+        log.info("encoded a full copy of %d bytes in %.3f s", len(data), time.perf_counter() - self.started)
+        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        meta = {
+            "position": self.position.to_json(),
+            "size": len(data),
+            "digest": hashlib.blake2b(data, digest_size=32).hexdigest(),
+            "chunks": len(chunks),
+        }
+        return [(b"COPY", meta)] + [(b"CHUNK", {"index": i}, chunk) for i, chunk in enumerate(chunks)]
+
+
 class Backlog:
     """The newest records with their positions, bounded in bytes."""
 
@@ -225,8 +281,12 @@ class Peer:
     """Count of the last record the replica said it applied."""
     last_heard: float
     last_sent: float = 0.0
-    copy: list[tuple] | None = field(default=None, repr=False)
+    copy: deque | None = field(default=None, repr=False)
     """Full-copy messages still to send."""
+    waiting: bool = False
+    """Waiting for a full copy being made (or refused one): nothing is sent."""
+    min_copy: int = 0
+    """The oldest record count a full copy for it may be made at."""
 
 
 def position_from_state(state: dict) -> Position:
@@ -251,7 +311,11 @@ class ReplicationSource:
         self.sock: zmq.Socket | None = None
         self.copies_sent = 0
         self._store: Any = None
-        self._copy_cache: tuple[int, list[bytes]] | None = None
+        self._folder_file: Path | None = None
+        self._copy_cache: tuple[int, list[tuple]] | None = None
+        """The newest finished copy: its record count and its messages."""
+        self._copy_job: CopyJob | None = None
+        self._copy_made = 0.0
 
     @property
     def position(self) -> Position:
@@ -261,13 +325,12 @@ class ReplicationSource:
     def record(self, payload: bytes) -> None:
         """A record was just journaled (called for every one, also while recovering)."""
         self.backlog.append(payload)
-        if self._copy_cache is not None:
-            self._copy_cache = None  # a copy of an older state; let it go
 
-    def open(self, sock: zmq.Socket, store: Any) -> None:
-        """Start serving replicas on the bound ROUTER ``sock``, copying ``store`` when asked."""
+    def open(self, sock: zmq.Socket, store: Any, db: str | os.PathLike) -> None:
+        """Start serving replicas on the bound ROUTER ``sock``, copying ``store`` (kept in ``db``)."""
         self.sock = sock
         self._store = store
+        self._folder_file = Path(db).absolute()
         sock.router_handover = True  # a replica that reconnects with its id replaces its dead link
         configure_link_socket(sock)
 
@@ -290,7 +353,10 @@ class ReplicationSource:
             except zmq.Again:
                 break
             self._receive(frames)
+        self._poll_copy()
         now = time.monotonic()
+        if self._copy_cache is not None and now - self._copy_made > COPY_KEEP_S:
+            self._copy_cache = None  # its memory is the size of the store: keep it only a while
         for peer in list(self.peers.values()):
             if now - peer.last_heard > WRITER_PEER_TIMEOUT_S:
                 log.warning("replica %s: link lost (silent for %.0f s)", peer.name, now - peer.last_heard)
@@ -365,14 +431,71 @@ class ReplicationSource:
         refusal = self._copy_refusal()
         if refusal is not None:
             log.error("replica %s needs a full copy (%s), refused: %s", peer.name, why, refusal)
-            self._send(peer, b"REFUSED", {"reason": refusal}, charge=False)
-            peer.sent = head.count  # sends nothing more until it says HELLO again
-            peer.credit = 0
+            self._refuse(peer, refusal)
             return
-        log.warning("replica %s: sending a full copy at record %d (replica %s)", peer.name, head.count, why)
-        peer.copy = list(self._copy_messages())
-        peer.sent = peer.applied = head.count
+        log.warning("replica %s needs a full copy (replica %s)", peer.name, why)
+        peer.copy, peer.waiting = None, True
+        # A replica that asked for a copy could not apply record count+1 (an undo that
+        # reaches back before its last copy): a copy older than that record would fail
+        # the same way again, so it needs one made at or after it.
+        peer.min_copy = position.count + 1 if why == "asked for one" else 0
+        cached = self._copy_cache
+        if cached is not None and cached[0] >= peer.min_copy and self.backlog.chain_at(cached[0]) is not None:
+            self._give_copy(peer, *cached)  # a finished copy that the backlog still continues
+            return
+        if self._copy_job is None:
+            self._new_copy_job()
+        if self._copy_job is not None:
+            log.info("replica %s waits for the copy of record %d", peer.name, self._copy_job.position.count)
+
+    def _new_copy_job(self) -> None:
+        try:
+            self._copy_job = CopyJob(self._folder_file, self._store, self.backlog.head)
+        except OSError as exc:
+            log.error("could not start a full copy: %s", exc)
+            for peer in self.peers.values():
+                if peer.waiting and peer.copy is None:
+                    self._refuse(peer, f"the writer could not start a full copy: {exc}")
+
+    def _refuse(self, peer: Peer, reason: str) -> None:
+        self._send(peer, b"REFUSED", {"reason": reason}, charge=False)
+        peer.waiting = True  # sends nothing more until it says HELLO again
+        peer.credit = 0
+
+    def _give_copy(self, peer: Peer, count: int, messages: list[tuple]) -> None:
+        log.warning("replica %s: sending a full copy at record %d", peer.name, count)
+        peer.copy = deque((kind, dict(body), *frames) for kind, body, *frames in messages)
+        peer.sent = peer.applied = count
+        peer.waiting = False
         self.copies_sent += 1
+
+    def _poll_copy(self) -> None:
+        """Hand a copy that a child has just finished to every replica waiting for one."""
+        job = self._copy_job
+        if job is None:
+            return
+        try:
+            messages = job.poll()
+        except OSError as exc:
+            self._copy_job = None
+            log.error("full copy failed: %s", exc)
+            for peer in self.peers.values():
+                if peer.waiting and peer.copy is None:
+                    self._refuse(peer, "the writer could not make a full copy (see its log)")
+            return
+        if messages is None:
+            return
+        self._copy_job = None
+        count = job.position.count
+        self._copy_cache, self._copy_made = (count, messages), time.monotonic()
+        for peer in self.peers.values():
+            if peer.waiting and peer.copy is None and peer.credit > 0:
+                if peer.min_copy > count:
+                    if self._copy_job is None:
+                        self._new_copy_job()  # it needs a newer one: the next job serves it
+                    continue
+                self._give_copy(peer, count, messages)
+                self._pump(peer)
 
     def _copy_refusal(self) -> str | None:
         registry = getattr(self._store, "_timeseries", None)
@@ -380,32 +503,17 @@ class ReplicationSource:
             return "the store holds time-series collections, which a full copy does not carry yet"
         return None
 
-    def _copy_messages(self) -> list[list[bytes]]:
-        head = self.backlog.head
-        if self._copy_cache is None or self._copy_cache[0] != head.count:
-            started = time.perf_counter()
-            data = encode_copy(self._store.root)
-            chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-            meta = {
-                "position": head.to_json(),
-                "size": len(data),
-                "digest": hashlib.blake2b(data, digest_size=32).hexdigest(),
-                "chunks": len(chunks),
-            }
-            self._copy_cache = (head.count, [meta, *chunks])
-            log.info("encoded a full copy of %d bytes in %.3f s", len(data), time.perf_counter() - started)
-        meta, *chunks = self._copy_cache[1]
-        return [(b"COPY", meta)] + [(b"CHUNK", {"index": i}, chunk) for i, chunk in enumerate(chunks)]
-
     def _pump(self, peer: Peer) -> None:
         """Send what ``peer`` has credit for: the rest of its copy, then records."""
+        if peer.waiting:
+            return
         while peer.credit > 0 and peer.copy:
-            kind, body, *frames = peer.copy.pop(0)
+            kind, body, *frames = peer.copy.popleft()
             self._send(peer, kind, body, *frames)
         while peer.credit > 0 and peer.sent < self.backlog.head.count:
             if self.backlog.chain_at(peer.sent) is None:  # fell out of the backlog while we sent
                 self._start_copy(peer, Position(self.backlog.head.history, peer.sent))
-                return self._pump(peer) if peer.copy else None
+                return self._pump(peer)
             records, chains = self.backlog.batch(peer.sent)
             body = {
                 "first": peer.sent + 1,

@@ -169,7 +169,7 @@ class ReadWriteServer:
             self._front = self._router(self.config.write_client_uri)
             self._lock_socket = self._router(self.config.lock_uri)
             if self.config.repl_uri:
-                self.replication.open(self._router(self.config.repl_uri), self.handler.store)
+                self.replication.open(self._router(self.config.repl_uri), self.handler.store, self.config.db)
             self._read_queue = QueueDevice(
                 self._context, self.config.read_client_uri, [self.config.read_server_uri], "read"
             )

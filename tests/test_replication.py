@@ -312,7 +312,15 @@ def test_garbage_on_the_replication_port_changes_nothing(writer, replica):
         sock = context.socket(zmq.DEALER)
         sock.linger = 0
         sock.connect(f"tcp://127.0.0.1:{writer.port_base + 5}")
-        for frames in ([b"HELLO"], [b"HELLO", b"\xff"], [b"HELLO", b'{"position": 3}'], [b"x" * 5000]):
+        deep = b"[" * 100_000 + b"]" * 100_000
+        bad = (
+            [b"HELLO"],
+            [b"HELLO", b"\xff"],
+            [b"HELLO", b'{"position": 3}'],
+            [b"x" * 5000],
+            [b"HELLO", deep],
+        )
+        for frames in bad:
             sock.send_multipart(frames)
         wait_until(lambda: "dropped a bad" in writer.log(), 5)
         sock.send_multipart([b"CREDIT", b'{"credit": 5}'])

@@ -71,6 +71,8 @@ CHUNK_BYTES = 1 << 20
 """Bytes of a full copy per CHUNK message."""
 DEFAULT_BACKLOG_BYTES = 64 << 20
 """Record bytes the writer keeps for replicas that fall behind (``--repl-backlog-bytes``)."""
+MAX_PEERS = 100
+"""Most replicas served at once (each HELLO from a new one beyond is refused)."""
 COPY_KEEP_S = 60.0
 """A finished full copy is kept this long for other replicas that need one."""
 COPY_FORMAT = "pyzdb-copy-1"
@@ -132,7 +134,10 @@ def parse_body(frames: list[bytes], limit: int = 1 << 20) -> dict:
     """The JSON body of a stream message; ``ValueError`` if it is missing or not an object."""
     if len(frames) < 2 or len(frames[1]) > limit:
         raise ValueError("message without a (small) body")
-    body = json.loads(frames[1])
+    try:
+        body = json.loads(frames[1])
+    except RecursionError:
+        raise ValueError("message body nested too deeply") from None
     if not isinstance(body, dict):
         raise ValueError("message body is not an object")
     return body
@@ -405,6 +410,8 @@ class ReplicationSource:
         name = str(body.get("name", identity.hex()))[:100]
         now = time.monotonic()
         old = self.peers.get(identity)
+        if old is None and len(self.peers) >= MAX_PEERS:
+            raise ValueError(f"already {MAX_PEERS} replicas connected")
         peer = Peer(identity, session, name, credit, position.count, position.count, now)
         self.peers[identity] = peer
         if old is None:

@@ -26,6 +26,7 @@ READ_OPS: dict[str, tuple[int, bool]] = {
     "contains": (1, False),
     "bool": (0, False),
     "ping": (0, False),
+    "stats": (0, False),
 }
 WRITE_OPS: dict[str, tuple[int, bool]] = {
     "set": (1, True),

@@ -150,6 +150,10 @@ class Root(Ref):
         """Write the snapshot on the server now."""
         self._conn.call("save")
 
+    def stats(self) -> dict:
+        """The server's statistics by section (SPEC §12): a read, answered by a replica if reads go to one."""
+        return self._conn.call("stats")
+
     def undo(self) -> None:
         """Undo the newest write (raises ``UndoError`` when there is none)."""
         self._conn.call("undo")

@@ -390,3 +390,34 @@ def test_replica_checks_records_and_copies_before_applying(writer, replica_path)
     finally:
         replica.stop()
         fake.close()
+
+
+def test_stats_on_the_writer_and_on_a_replica(writer, replica):
+    _write(writer, 12)
+    _wait_synced(replica, writer)
+    with Connection(writer.write_uri, timeout=5) as conn:
+        for _ in range(5):
+            conn.db["k1"]._run()
+        mine = conn.db.stats()
+    assert set(mine) == {"server", "requests", "latency", "persistence", "replication", "memory"}
+    assert mine["server"]["role"] == "writer" and mine["server"]["pid"] == writer.pid
+    assert mine["requests"]["by_op"]["set"] == 12 and mine["requests"]["by_op"]["get"] >= 5
+    assert 0 < mine["latency"]["write"]["p50_us"] <= mine["latency"]["write"]["p99_us"]
+    assert mine["persistence"]["journal"]["records_since_snapshot"] == 12
+    assert mine["memory"]["rss_bytes"] > 1_000_000
+    (seen,) = mine["replication"]["replicas"]
+    assert seen["state"] == "streaming" and seen["name"].endswith("replica.pkl")
+    wait_until(lambda: _writer_sees_lag_zero(writer), 5)
+    assert mine["replication"]["position"]["count"] == 12
+    with Connection(replica.direct_uri, timeout=5) as conn:
+        theirs = conn.db.stats()
+    assert theirs["server"]["role"] == "replica" and theirs["server"]["pid"] == replica.pid
+    assert theirs["replication"]["link"] == "up"
+    assert theirs["replication"]["position"] == mine["replication"]["position"]
+    assert theirs["replication"]["lag_records"] == 0 and theirs["replication"]["copies_received"] == 1
+    assert theirs["requests"]["by_op"]["get"] >= 1  # the sync checks read through it
+
+
+def _writer_sees_lag_zero(writer: ServerProcess) -> bool:
+    with Connection(writer.write_uri, timeout=5) as conn:
+        return conn.db.stats()["replication"]["replicas"][0]["lag_records"] == 0

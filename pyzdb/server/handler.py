@@ -15,16 +15,19 @@ import dataclasses
 import io
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pyzdb import errors, protocol
 from pyzdb.protocol import Request
 from pyzdb.server.sessions import Sessions
+from pyzdb.server.stats import RequestStats
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.store import Store
 
 log = logging.getLogger("pyzdb.server")
+_clock_ns = time.perf_counter_ns
 
 _OPERATION_ERRORS = (
     KeyError,
@@ -62,6 +65,10 @@ class Handler:
         self.allow_exec = allow_exec
         self.max_message_bytes = max_message_bytes
         self._save = save
+        self.stats = RequestStats()
+        """Counts and latencies of the requests answered (``db.stats()``)."""
+        self.stats_sections: Callable[[], dict] | None = None
+        """The server's further ``stats`` sections (persistence, replication), if it has any."""
 
     def handle(self, frames: list[bytes]) -> bytes:
         """Answer one message (a list of ZeroMQ frames)."""
@@ -99,13 +106,21 @@ class Handler:
             if isinstance(request, bytes):  # journaled by a pyzdb whose limits were looser
                 log.warning("journaled write refused on replay and skipped: %s", request[:200].decode())
             else:
-                self.answer(request)
+                self._answer(request)
         finally:
             self.journal, self.read_only = journal, read_only
 
     def answer(self, request: Request) -> bytes:
-        """Run a decoded request and return its reply."""
+        """Run a decoded request and return its reply (counted in :attr:`stats`)."""
+        started = _clock_ns()
         write = request.is_write
+        reply = self._answer(request, write)
+        self.stats.observe(request.op, write, _clock_ns() - started)
+        return reply
+
+    def _answer(self, request: Request, write: bool | None = None) -> bytes:
+        if write is None:
+            write = request.is_write
         replayed = self.sessions.replay(request) if write else None
         if replayed is not None:
             return replayed
@@ -130,6 +145,8 @@ class Handler:
                 "pid": os.getpid(),
                 "write_window": self.sessions.window,
             }
+        if op == "stats":
+            return self.all_stats()
         if request.uploads and not (write and self.blobs is not None):
             raise errors.ProtocolError("extra frames are only accepted with files to store")
         if write and self.read_only:
@@ -149,6 +166,14 @@ class Handler:
         if op == "exec":
             return self.execute(request.args[0])
         raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
+
+    def all_stats(self) -> dict:
+        """What ``db.stats()`` answers: this handler's counters and the server's sections."""
+        role = "replica" if self.read_only else "writer"
+        sections = self.stats.sections(role)
+        if self.stats_sections is not None:
+            sections.update(self.stats_sections())
+        return sections
 
     def _take_files(self, request: Request) -> Request:
         """Move or store the request's files; the request to journal refers to stored blobs."""

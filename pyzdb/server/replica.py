@@ -42,6 +42,7 @@ from pyzdb.server.replication import (
 )
 from pyzdb.server.rw import store_from_state
 from pyzdb.server.sessions import Sessions
+from pyzdb.server.stats import RequestStats, persistence_section
 from pyzdb.storage.durable import Persistence
 from pyzdb.store import Store
 
@@ -77,6 +78,8 @@ class ReplicaServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.request_stats = RequestStats()
+        self.records_applied = 0
         self.files = Persistence(config.db, config.fsync, config.autosave_writes, config.autosave_seconds)
         self.files.acquire()
         try:
@@ -117,9 +120,30 @@ class ReplicaServer:
         return position, handler
 
     def _handler(self, store: Store, sessions: Sessions) -> Handler:
-        return Handler(
+        handler = Handler(
             store, read_only=True, max_message_bytes=self.config.max_message_size, sessions=sessions
         )
+        handler.stats = self.request_stats  # one set of counters across full copies
+        handler.stats_sections = self._stats_sections
+        return handler
+
+    def _stats_sections(self) -> dict:
+        heard = time.monotonic() - self._last_heard if self._last_heard else None
+        lag = None if self.writer_count is None else max(0, self.writer_count - self.position.count)
+        return {
+            "persistence": persistence_section(self.files),
+            "replication": {
+                "role": "replica",
+                "primary": self.config.primary,
+                "link": "up" if self.link_up else "down",
+                "position": self.position.to_json(),
+                "writer_count": self.writer_count,
+                "lag_records": lag,
+                "last_heard_s": None if heard is None else round(heard, 3),
+                "records_applied": self.records_applied,
+                "copies_received": self.copies_received,
+            },
+        }
 
     def state(self) -> dict:
         """What the replica's snapshot holds: the writer's snapshot contents, at the replica's position."""
@@ -331,6 +355,7 @@ class ReplicaServer:
             self._journal(raw)
             self.position.count += 1
             self.position.chain = chain
+            self.records_applied += 1
 
     def _journal(self, raw: bytes) -> None:
         try:

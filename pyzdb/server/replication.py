@@ -371,10 +371,32 @@ class ReplicationSource:
             if now - peer.last_sent >= HEARTBEAT_S:
                 self._send(peer, b"HEARTBEAT", {"count": self.backlog.head.count}, charge=False)
 
-    def lag(self) -> dict[str, int]:
-        """Records each replica is behind, by replica name."""
-        head = self.backlog.head.count
-        return {peer.name: head - peer.applied for peer in self.peers.values()}
+    def stats(self) -> dict[str, Any]:
+        """The writer's ``replication`` section of ``db.stats()``."""
+        head, now = self.backlog.head, time.monotonic()
+        replicas = [
+            {
+                "name": peer.name,
+                "state": "waiting for a copy" if peer.waiting else "copying" if peer.copy else "streaming",
+                "applied": peer.applied,
+                "lag_records": head.count - peer.applied,
+                "credit": peer.credit,
+                "last_heard_s": round(now - peer.last_heard, 3),
+            }
+            for peer in self.peers.values()
+        ]
+        return {
+            "role": "primary" if self.sock is not None else "primary (replication port off)",
+            "position": head.to_json(),
+            "backlog": {
+                "oldest_record": self.backlog.base_count + 1,
+                "records": head.count - self.backlog.base_count,
+                "bytes": self.backlog.bytes,
+                "limit_bytes": self.backlog.limit_bytes,
+            },
+            "copies_sent": self.copies_sent,
+            "replicas": replicas,
+        }
 
     def _receive(self, frames: list[bytes]) -> None:
         identity, kind = frames[0], frames[1] if len(frames) > 1 else b""

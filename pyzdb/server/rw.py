@@ -42,6 +42,7 @@ from pyzdb.server.lock import Lock
 from pyzdb.server.outbox import Outbox
 from pyzdb.server.replication import ReplicationSource, source_from_state
 from pyzdb.server.sessions import Sessions
+from pyzdb.server.stats import persistence_section
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
 from pyzdb.store import Store
@@ -95,6 +96,7 @@ class ReadWriteServer:
             self.files.close()
             raise
         self.lock = Lock(config.lock_timeout)
+        self.handler.stats_sections = self._stats_sections
         self._stopping = False
         self._exit_code = 0
         self._pending_saves: list[tuple[list[bytes], Request]] = []
@@ -140,6 +142,9 @@ class ReadWriteServer:
         """Journal one write request; it is then part of the replication stream too."""
         self.files.append(payload)
         self.replication.record(payload)
+
+    def _stats_sections(self) -> dict:
+        return {"persistence": persistence_section(self.files), "replication": self.replication.stats()}
 
     def state(self) -> dict:
         """What a snapshot holds."""

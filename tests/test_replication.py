@@ -421,3 +421,38 @@ def test_stats_on_the_writer_and_on_a_replica(writer, replica):
 def _writer_sees_lag_zero(writer: ServerProcess) -> bool:
     with Connection(writer.write_uri, timeout=5) as conn:
         return conn.db.stats()["replication"]["replicas"][0]["lag_records"] == 0
+
+
+def test_lag_from_acknowledgement_to_visibility(writer, replica, report):
+    """Writes at about 500/s; the reader polls the replica and notes when each value appears."""
+    with Connection(writer.write_uri, timeout=5) as conn:
+        conn.db["t"] = -1
+    _wait_synced(replica, writer)
+    acked: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    done = threading.Event()
+
+    def read() -> None:
+        with Connection(replica.direct_uri, timeout=5) as reader:
+            while not done.is_set():
+                value = reader.db["t"]._run()
+                seen.setdefault(value, time.monotonic())
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        with Connection(writer.write_uri, timeout=5) as conn:
+            for i in range(500):
+                conn.db["t"] = i
+                acked[i] = time.monotonic()
+                time.sleep(0.002)
+        wait_until(lambda: 499 in seen, SYNC_TIMEOUT)
+    finally:
+        done.set()
+        thread.join(10)
+    # A value overwritten before the reader looked is never seen: only those seen count.
+    lags = sorted(max(0.0, seen[i] - acked[i]) for i in acked if i in seen)
+    p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
+    report(f"replica lag over {len(lags)} writes seen: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    assert len(lags) > 100
+    assert p99 < 1.0, "a write took more than a second to reach the replica"

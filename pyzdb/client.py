@@ -99,7 +99,12 @@ class Connection:
         read_uri: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
+        read_your_writes: bool = False,
     ) -> None:
+        self.read_your_writes = read_your_writes
+        """Reads through ``read_uri`` see this connection's acknowledged writes (SPEC §12)."""
+        self.position: tuple[str, int] | None = None
+        """The writer's position after this connection's newest acknowledged write (read-your-writes)."""
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.client_id = os.urandom(8).hex()
@@ -136,14 +141,36 @@ class Connection:
             token=self._token,
         )
         channel = self._lock or (self._write if write else self._read)
+        if self.read_your_writes:
+            return self._call_reading_own_writes(message, uploads, channel, write)
+        return protocol.decode_reply(self._send(channel, message, uploads, write))[1]
+
+    def _send(self, channel: Channel, message: dict, uploads: list[bytes], write: bool) -> bytes:
         try:
             frames = [protocol.encode_request(message), *uploads]
-            raw = channel.request(frames, self.timeout, self.retry_interval)
+            return channel.request(frames, self.timeout, self.retry_interval)
         except errors.TimeoutError as exc:
             if write:
                 exc.message += "; the write may or may not have been applied"
             raise
-        return protocol.decode_reply(raw)[1]
+
+    def _call_reading_own_writes(
+        self, message: dict, uploads: list[bytes], channel: Channel, write: bool
+    ) -> Any:
+        """Writes ask for the writer's position; a read on a replica must be there, or goes to the writer."""
+        if write:
+            message["pos"] = True
+        elif channel is not self._write and self.position is not None:
+            message["after"] = list(self.position)
+        try:
+            _, result, position = protocol.decode_reply_position(self._send(channel, message, uploads, write))
+        except errors.ReplicaBehindError:
+            del message["after"]
+            return protocol.decode_reply(self._send(self._write, message, uploads, write))[1]
+        if type(position) is list and len(position) == 2 and isinstance(position[1], int):
+            if self.position is None or position[0] != self.position[0] or position[1] > self.position[1]:
+                self.position = (position[0], position[1])
+        return result
 
     def lock(self) -> None:
         """Take the server's lock; other clients' requests wait until :meth:`unlock`."""
@@ -198,16 +225,18 @@ def connect(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    read_your_writes: bool = False,
 ) -> Connection:
     """Open a connection; use it as a context manager to close it on exit."""
-    return Connection(write_uri, read_uri, timeout)
+    return Connection(write_uri, read_uri, timeout, read_your_writes=read_your_writes)
 
 
 def client(
     write_uri: str = DEFAULT_WRITE_URI,
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    read_your_writes: bool = False,
 ) -> tuple[Root, Connection]:
     """Return ``(db, conn)``: the root reference and its connection (SPEC §3)."""
-    conn = Connection(write_uri, read_uri, timeout)
+    conn = Connection(write_uri, read_uri, timeout, read_your_writes=read_your_writes)
     return conn.db, conn

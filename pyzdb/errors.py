@@ -6,6 +6,7 @@
      ├── ProtocolError          malformed, oversized or unsupported message
      ├── NotAllowedError        operation outside the allowlist (also AttributeError)
      ├── ReadOnlyError          a write sent to a read-only server
+     ├── ReplicaBehindError     a read-your-writes read reached a replica that is behind
      ├── UndoError              nothing to undo / nothing to redo
      ├── LockError              lock misuse: not held, expired, already held
      ├── ExecNotAllowedError    exec client used on a server without --allow-exec
@@ -66,6 +67,12 @@ class ReadOnlyError(PyzdbError):
     """A write request reached a read-only server."""
 
     wire_name = "ReadOnlyError"
+
+
+class ReplicaBehindError(PyzdbError):
+    """A read asked a replica for a write it has not applied yet (read-your-writes)."""
+
+    wire_name = "ReplicaBehindError"
 
 
 class UndoError(PyzdbError):
@@ -156,6 +163,7 @@ _BY_WIRE_NAME: dict[str, type[PyzdbError]] = {
         ProtocolError,
         NotAllowedError,
         ReadOnlyError,
+        ReplicaBehindError,
         UndoError,
         LockError,
         ExecNotAllowedError,

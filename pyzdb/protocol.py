@@ -63,6 +63,10 @@ class Request:
     """Frames after the JSON one: contents of uploaded files (``$file`` with ``frame``)."""
     tags: frozenset = field(default=frozenset(), repr=False, compare=False)
     """The tags the message held, decoded (``"\\u0024file"`` counts as ``"$file"``)."""
+    want_position: bool = False
+    """A write whose reply should carry the writer's position after it (``"pos": true``)."""
+    after: tuple | None = None
+    """A read that must see the writes up to this position, ``(history, count)`` (``"after"``)."""
 
     @property
     def is_write(self) -> bool:
@@ -154,11 +158,17 @@ def encode_request(message: dict) -> bytes:
 
 def decode_reply(raw: bytes) -> tuple[Any, Any]:
     """Return ``(id, result)`` of a reply, or raise the error it carries."""
+    request_id, result, _ = decode_reply_position(raw)
+    return request_id, result
+
+
+def decode_reply_position(raw: bytes) -> tuple[Any, Any, Any]:
+    """Return ``(id, result, position)`` of a reply (position: ``None`` unless asked), or raise its error."""
     reply = codec.loads(raw)
     if type(reply) is not dict or reply.get("v") != VERSION or "ok" not in reply:
         raise errors.ProtocolError(f"not a pyzdb reply: {raw[:80]!r}")
     if reply["ok"] is True:
-        return reply.get("id"), reply.get("result")
+        return reply.get("id"), reply.get("result"), reply.get("pos")
     error = reply.get("error")
     if type(error) is not dict:
         raise errors.ProtocolError(f"error reply without an error: {raw[:80]!r}")
@@ -222,7 +232,22 @@ def _validate(message: dict, raw: bytes, request_id: Any, tags: frozenset) -> Re
         _typed(client, str, "client")
         _typed(seq, int, "seq")
         _typed(token, str, "token")
-    return Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw, tags=tags)
+    request = Request(op, path, method, tuple(args), kwargs, request_id, client, seq, token, raw, tags=tags)
+    if "pos" in message or "after" in message:  # read-your-writes clients only
+        _read_your_writes(request, message)
+    return request
+
+
+def _read_your_writes(request: Request, message: dict) -> None:
+    want = message.get("pos", False)
+    if type(want) is not bool:
+        raise errors.ProtocolError("'pos' must be true or false")
+    request.want_position = want
+    after = message.get("after")
+    if after is not None:
+        if not (type(after) is list and len(after) == 2 and type(after[0]) is str and type(after[1]) is int):
+            raise errors.ProtocolError("'after' must be [history, count]: a string and an integer")
+        request.after = (after[0], after[1])
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
@@ -311,9 +336,12 @@ def _typed(value: Any, kind: type, name: str) -> Any:
     return value
 
 
-def ok_reply(request_id: Any, result: Any) -> bytes:
-    """Serialise a success reply; ``result`` is encoded here."""
-    return codec.dumps({"v": VERSION, "id": request_id, "ok": True, "result": codec.encode(result, "result")})
+def ok_reply(request_id: Any, result: Any, position: tuple | None = None) -> bytes:
+    """Serialise a success reply; ``result`` is encoded here; ``position``: the writer's, for ``"pos"``."""
+    reply = {"v": VERSION, "id": request_id, "ok": True, "result": codec.encode(result, "result")}
+    if position is not None:
+        reply["pos"] = list(position)
+    return codec.dumps(reply)
 
 
 def error_reply(request_id: Any, exc: BaseException) -> bytes:

@@ -15,6 +15,7 @@ EXCEPTION_NAMES = {
     "ProtocolError",
     "NotAllowedError",
     "ReadOnlyError",
+    "ReplicaBehindError",
     "UndoError",
     "LockError",
     "ExecNotAllowedError",

@@ -456,3 +456,36 @@ def test_lag_from_acknowledgement_to_visibility(writer, replica, report):
     report(f"replica lag over {len(lags)} writes seen: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     assert len(lags) > 100
     assert p99 < 1.0, "a write took more than a second to reach the replica"
+
+
+def test_read_your_writes_through_the_read_queue(writer, replica):
+    with Connection(writer.write_uri, writer.read_uri, timeout=5, read_your_writes=True) as conn:
+        for i in range(200):
+            conn.db["mine"] = i
+            assert conn.db["mine"]._run() == i
+        assert conn.position is not None and conn.position[1] == 200
+        assert conn.call("ping")["pid"] == replica.pid  # the reads did go to the replica
+    with Connection(replica.direct_uri, timeout=5) as conn:
+        ahead = {"v": 1, "op": "get", "path": ["mine"], "id": 1, "after": ["nope", 1]}
+        with pytest.raises(errors.ReplicaBehindError, match="history nope"):
+            protocol.decode_reply(conn._read.request([json.dumps(ahead).encode()], 5, 1))
+        bad = json.dumps({**ahead, "after": [1, "x"]}).encode()
+        with pytest.raises(errors.ProtocolError, match="'after' must be"):
+            protocol.decode_reply(conn._read.request([bad], 5, 1))
+
+
+def test_read_your_writes_falls_back_to_the_writer(writer, replica_path):
+    fake = FakePrimary()  # feeds the replica nothing: it is behind forever
+    replica = Replica(replica_path, writer, primary=f"tcp://127.0.0.1:{fake.port}").start()
+    try:
+        with Connection(writer.write_uri, writer.read_uri, timeout=5) as plain:
+            wait_until(lambda: plain.call("ping")["pid"] == replica.pid, 5)
+            plain.db["x"] = 1
+            with pytest.raises(errors.ServerKeyError):
+                plain.db["x"]._run()  # the replica does not have it
+        with Connection(writer.write_uri, writer.read_uri, timeout=5, read_your_writes=True) as conn:
+            conn.db["x"] = 2
+            assert conn.db["x"]._run() == 2  # refused by the replica, answered by the writer
+    finally:
+        replica.stop()
+        fake.close()

@@ -67,6 +67,8 @@ class Handler:
         self._save = save
         self.stats = RequestStats()
         """Counts and latencies of the requests answered (``db.stats()``)."""
+        self.position: Callable[[], tuple[str | None, int]] | None = None
+        """``(history, count)`` of the writes this store holds, if it knows (read-your-writes)."""
         self.stats_sections: Callable[[], dict] | None = None
         """The server's further ``stats`` sections (persistence, replication), if it has any."""
 
@@ -125,7 +127,11 @@ class Handler:
         if replayed is not None:
             return replayed
         try:
-            reply = protocol.ok_reply(request.id, self.dispatch(request))
+            if request.after is not None and self.read_only:
+                self._check_after(request.after)
+            result = self.dispatch(request)
+            position = self.position() if request.want_position and self.position is not None else None
+            reply = protocol.ok_reply(request.id, result, position)
         except (errors.PyzdbError, *_OPERATION_ERRORS) as exc:
             reply = protocol.error_reply(request.id, exc)
         except Exception as exc:  # a bug: keep serving, say where
@@ -166,6 +172,17 @@ class Handler:
         if op == "exec":
             return self.execute(request.args[0])
         raise errors.LockError(f"{op!r} is answered by the read-write server's lock manager")
+
+    def _check_after(self, after: tuple) -> None:
+        """Refuse a read that needs writes this replica has not applied yet."""
+        if self.position is None:
+            raise errors.ReplicaBehindError("this read-only server cannot tell which writes it holds")
+        history, count = self.position()
+        if history != after[0] or count < after[1]:
+            raise errors.ReplicaBehindError(
+                f"this replica holds record {count} of history {history}; the read needs record "
+                f"{after[1]} of history {after[0]}"
+            )
 
     def all_stats(self) -> dict:
         """What ``db.stats()`` answers: this handler's counters and the server's sections."""

@@ -125,7 +125,11 @@ class ReplicaServer:
         )
         handler.stats = self.request_stats  # one set of counters across full copies
         handler.stats_sections = self._stats_sections
+        handler.position = self._position
         return handler
+
+    def _position(self) -> tuple[str | None, int]:
+        return self.position.history, self.position.count
 
     def _stats_sections(self) -> dict:
         heard = time.monotonic() - self._last_heard if self._last_heard else None

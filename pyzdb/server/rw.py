@@ -97,6 +97,7 @@ class ReadWriteServer:
             raise
         self.lock = Lock(config.lock_timeout)
         self.handler.stats_sections = self._stats_sections
+        self.handler.position = self._position
         self._stopping = False
         self._exit_code = 0
         self._pending_saves: list[tuple[list[bytes], Request]] = []
@@ -142,6 +143,10 @@ class ReadWriteServer:
         """Journal one write request; it is then part of the replication stream too."""
         self.files.append(payload)
         self.replication.record(payload)
+
+    def _position(self) -> tuple[str | None, int]:
+        head = self.replication.position
+        return head.history, head.count
 
     def _stats_sections(self) -> dict:
         return {"persistence": persistence_section(self.files), "replication": self.replication.stats()}

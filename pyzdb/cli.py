@@ -142,6 +142,15 @@ def _replication_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--read-bind", metavar="URI", help="with --primary: also serve reads directly on this address"
     )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve db.stats() in Prometheus' text format on this port (needs pyzdb[prometheus])",
+    )
+    group.add_argument(
+        "--metrics-host", default="127.0.0.1", help="interface of --metrics-port (default: %(default)s)"
+    )
 
 
 def _apply_replication(
@@ -160,6 +169,7 @@ def _apply_replication(
     if args.read_bind and not args.primary:
         parser.error("--read-bind needs --primary")
     config.primary, config.read_bind = args.primary, args.read_bind
+    config.metrics_port, config.metrics_host = args.metrics_port, args.metrics_host
     if args.primary and not (args.opt_read_server_uri or args.read_server_uri):
         # SPEC 12: the replica joins the read queue of its primary's host
         host = args.primary.split("//", 1)[-1].rsplit(":", 1)[0]

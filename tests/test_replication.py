@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from helpers import ServerProcess, free_port_base, wait_until
+import pyzdb
+from helpers import STOP_TIMEOUT, ServerProcess, free_port_base, wait_until
 from pyzdb import errors, protocol
 from pyzdb.client import Connection
 from pyzdb.server.replication import (
@@ -489,3 +490,53 @@ def test_read_your_writes_falls_back_to_the_writer(writer, replica_path):
     finally:
         replica.stop()
         fake.close()
+
+
+def _scrape(port: int) -> dict:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_prometheus_endpoint_on_the_writer_and_a_replica(tmp_path, replica_path):
+    pytest.importorskip("prometheus_client")
+    ports = free_port_base(2)
+    writer = ServerProcess(tmp_path / "db.pkl", None, "--metrics-port", str(ports)).start()
+    replica = Replica(replica_path, writer, "--metrics-port", str(ports + 1))
+    try:
+        replica.start()
+        _write(writer, 7)
+        _wait_synced(replica, writer)
+        wait_until(lambda: _scrape(ports).get(("pyzdb_requests_total", (("op", "set"),))) == 7, 5)
+        mine = _scrape(ports)
+        assert mine[("pyzdb_info", (("role", "writer"), ("version", pyzdb.__version__)))] == 1
+        assert mine[("pyzdb_replication_position_records", ())] == 7
+        assert mine[("pyzdb_memory_rss_bytes", ())] > 1_000_000
+        assert any(name == "pyzdb_replication_replica_lag_records" for name, _ in mine)
+        wait_until(lambda: _scrape(ports + 1).get(("pyzdb_replication_position_records", ())) == 7, 5)
+        theirs = _scrape(ports + 1)
+        assert theirs[("pyzdb_replication_link_up", ())] == 1
+        assert theirs[("pyzdb_replication_records_applied_total", ())] == 7
+    finally:
+        replica.stop()
+        writer.stop()
+
+
+def test_metrics_port_without_prometheus_client_is_a_clear_error(tmp_path):
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        proc = ServerProcess(tmp_path / "db.pkl", None, "--metrics-port", str(free_port_base(1)))
+        proc.start(wait=False)
+        assert proc.process.wait(STOP_TIMEOUT) == 1
+        assert "pip install 'pyzdb[prometheus]'" in proc.log()
+    else:
+        pytest.skip("prometheus_client is installed here")

@@ -42,6 +42,9 @@ class ServerConfig:
     read_bind: str | None = None
     """A replica's own read address, besides the writer's read queue."""
     repl_backlog_bytes: int = 64 << 20
+    metrics_port: int | None = None
+    """Serve the statistics in Prometheus' text format on this port (None: off)."""
+    metrics_host: str = DEFAULT_HOST
 
     @classmethod
     def from_port_base(cls, base: int, host: str = DEFAULT_HOST, **settings) -> ServerConfig:

@@ -31,6 +31,7 @@ import zmq
 
 from pyzdb.server.config import ServerConfig, connectable
 from pyzdb.server.handler import Handler
+from pyzdb.server.prometheus import MetricsEndpoint
 from pyzdb.server.replication import (
     HEARTBEAT_S,
     Position,
@@ -102,6 +103,7 @@ class ReplicaServer:
         self._context: zmq.Context | None = None
         self._link: zmq.Socket | None = None
         self._readers: list[zmq.Socket] = []
+        self._metrics: MetricsEndpoint | None = None
 
     # --- start-up ------------------------------------------------------------------
 
@@ -172,6 +174,9 @@ class ReplicaServer:
             if self.config.read_bind:
                 self._readers.append(self._socket(zmq.REP))
                 self._readers[1].bind(self.config.read_bind)
+            if self.config.metrics_port is not None:
+                port, host = self.config.metrics_port, self.config.metrics_host
+                self._metrics = MetricsEndpoint(host, port, lambda: self.handler.all_stats())
         except BaseException:
             self._close_network()
             self.files.close()
@@ -231,6 +236,8 @@ class ReplicaServer:
         except OSError as exc:
             log.error("journal fsync failed: %s", exc)
         self.files.poll_snapshot()
+        if self._metrics is not None:
+            self._metrics.tick()
         if self.files.autosave_due():
             try:
                 self.files.start_snapshot(self.state())
@@ -441,6 +448,8 @@ class ReplicaServer:
         for sock in (self._link, *self._readers):
             if sock is not None:
                 sock.close(linger=0)
+        if self._metrics is not None:
+            self._metrics.close()
         if self._context is not None:
             self._context.term()
 

@@ -40,6 +40,7 @@ from pyzdb.server.devices import QueueDevice
 from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.outbox import Outbox
+from pyzdb.server.prometheus import MetricsEndpoint
 from pyzdb.server.replication import ReplicationSource, source_from_state
 from pyzdb.server.sessions import Sessions
 from pyzdb.server.stats import persistence_section
@@ -112,6 +113,7 @@ class ReadWriteServer:
         self._front: zmq.Socket | None = None
         self._lock_socket: zmq.Socket | None = None
         self._outbox = Outbox()
+        self._metrics: MetricsEndpoint | None = None
 
     def _recover(self) -> Handler:
         started = time.perf_counter()
@@ -183,6 +185,10 @@ class ReadWriteServer:
             self._read_queue = QueueDevice(
                 self._context, self.config.read_client_uri, [self.config.read_server_uri], "read"
             )
+            if self.config.metrics_port is not None:
+                self._metrics = MetricsEndpoint(
+                    self.config.metrics_host, self.config.metrics_port, self.handler.all_stats
+                )
         except BaseException:
             self._close_network()
             self.files.close()
@@ -354,6 +360,8 @@ class ReadWriteServer:
             self._start_snapshot()
         self._outbox.prune()
         self.replication.tick()
+        if self._metrics is not None:
+            self._metrics.tick()
         expired = self.handler.sessions.expire()
         if expired:
             log.info("forgot the write records of %d client(s) idle for a day", expired)
@@ -458,6 +466,8 @@ class ReadWriteServer:
             sock.close(linger=0)
         if self._read_queue is not None:
             self._read_queue.stop()
+        if self._metrics is not None:
+            self._metrics.close()
         self._context.term()
 
 

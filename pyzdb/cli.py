@@ -134,6 +134,14 @@ def _replication_options(parser: argparse.ArgumentParser) -> None:
         "one further behind takes a full copy (default: %(default)s)",
     )
     group.add_argument(
+        "--repl-backlog-seconds",
+        type=float,
+        default=ServerConfig.repl_backlog_seconds,
+        metavar="SECONDS",
+        help="keep the journals a snapshot covers this long (and within --repl-backlog-bytes), so that "
+        "the backlog survives snapshots and restarts; 0 deletes them at once (default: %(default)s)",
+    )
+    group.add_argument(
         "--primary",
         metavar="URI",
         help="with -ro: a replica fed over ZeroMQ from this writer's replication port, "
@@ -164,6 +172,7 @@ def _apply_replication(
     if args.repl_backlog_bytes < 0:
         parser.error("--repl-backlog-bytes cannot be negative")
     config.repl_backlog_bytes = args.repl_backlog_bytes
+    config.repl_backlog_seconds = args.repl_backlog_seconds
     if (args.primary or args.read_bind) and not args.read_only:
         parser.error("--primary and --read-bind are options of a replica: add -ro")
     if args.read_bind and not args.primary:

@@ -540,3 +540,27 @@ def test_metrics_port_without_prometheus_client_is_a_clear_error(tmp_path):
         assert "pip install 'pyzdb[prometheus]'" in proc.log()
     else:
         pytest.skip("prometheus_client is installed here")
+
+
+def test_kept_journals_carry_the_backlog_across_a_clean_writer_restart(tmp_path, replica_path):
+    writer = ServerProcess(tmp_path / "db.pkl", None, "--repl-backlog-seconds", "600", "-v").start()
+    replica = Replica(replica_path, writer)
+    try:
+        replica.start()
+        _write(writer, 10, "one")
+        _wait_synced(replica, writer)
+        replica.stop()
+        _write(writer, 20, "two")
+        with Connection(writer.write_uri, timeout=5) as conn:
+            conn.db.save()  # a snapshot covers the journal the replica still needs
+        _write(writer, 5, "three")
+        assert writer.stop() == 0  # and the final snapshot another one
+        assert len(list(tmp_path.glob("db.pkl.journal.*.start"))) >= 3
+        writer.start()
+        replica.start()
+        _wait_synced(replica, writer)
+        assert writer.log().count("sending a full copy") == 1, "caught up from the kept journals"
+        assert "up, at record 10" in replica.log()
+    finally:
+        replica.stop()
+        writer.stop()

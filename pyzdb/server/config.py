@@ -42,6 +42,8 @@ class ServerConfig:
     read_bind: str | None = None
     """A replica's own read address, besides the writer's read queue."""
     repl_backlog_bytes: int = 64 << 20
+    repl_backlog_seconds: float = 0.0
+    """Journals covered by a snapshot are kept this long for the backlog (0: deleted at once)."""
     metrics_port: int | None = None
     """Serve the statistics in Prometheus' text format on this port (None: off)."""
     metrics_host: str = DEFAULT_HOST

@@ -55,6 +55,7 @@ from typing import Any
 import zmq
 
 from pyzdb import codec
+from pyzdb.storage import journal
 from pyzdb.storage.durable import _die_with_parent
 
 log = logging.getLogger("pyzdb.replication")
@@ -302,9 +303,62 @@ def position_from_state(state: dict) -> Position:
     return Position.from_json(saved)
 
 
-def source_from_state(state: dict, backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> ReplicationSource:
-    """The writer's replication source, positioned where the loaded snapshot was taken."""
-    return ReplicationSource(position_from_state(state), backlog_bytes)
+def source_from_state(
+    state: dict, backlog_bytes: int = DEFAULT_BACKLOG_BYTES, db: str | os.PathLike | None = None
+) -> ReplicationSource:
+    """The writer's replication source, positioned where the loaded snapshot was taken.
+
+    With ``db``, the journals kept from before that snapshot (see
+    ``Persistence.retain_bytes``) go into the backlog first, if they chain
+    exactly to the snapshot's position.
+    """
+    position = position_from_state(state)
+    retained = None
+    if db is not None and state.get("replication") is not None:
+        retained = retained_records(Path(db).absolute(), state.get("generation", 0), position)
+    if retained is None:
+        return ReplicationSource(position, backlog_bytes)
+    start, records = retained
+    source = ReplicationSource(start, backlog_bytes)
+    for record in records:
+        source.record(record)
+    return source
+
+
+def write_journal_start(journal_file: Path, position: Position) -> None:
+    """Record the position at the start of ``journal_file`` beside it (for a later backlog)."""
+    journal.start_path(journal_file).write_text(json.dumps(position.to_json()))
+
+
+def retained_records(db: Path, generation: int, position: Position) -> tuple[Position, list[bytes]] | None:
+    """The start position and records of the kept journals just below ``generation``, or None.
+
+    They count only if they follow each other without a gap up to the snapshot
+    and, replayed over the start position recorded beside the oldest, end
+    exactly at ``position`` (the snapshot's): anything else is ignored.
+    """
+    run: list[Path] = []
+    for gen, path in reversed(journal.journal_files(db)):
+        if gen >= generation:
+            continue
+        if gen != generation - 1 - len(run):
+            break
+        run.insert(0, path)
+    for index, path in enumerate(run):
+        try:
+            start = Position.from_json(json.loads(journal.start_path(path).read_text()))
+            records = [raw for older in run[index:] for raw in journal.scan(older, newest=False).records]
+        except (OSError, ValueError, journal.CorruptJournalError) as exc:
+            log.info("kept journal %s not used for the backlog: %s", path, exc)
+            continue
+        check = Position(start.history, start.count, start.chain)
+        for raw in records:
+            check.advance(raw)
+        if check != position:
+            log.warning("kept journals from %s do not lead to the snapshot; not used for the backlog", path)
+            return None
+        return start, records
+    return None
 
 
 class ReplicationSource:

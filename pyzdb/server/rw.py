@@ -41,7 +41,7 @@ from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.outbox import Outbox
 from pyzdb.server.prometheus import MetricsEndpoint
-from pyzdb.server.replication import ReplicationSource, source_from_state
+from pyzdb.server.replication import Position, ReplicationSource, source_from_state, write_journal_start
 from pyzdb.server.sessions import Sessions
 from pyzdb.server.stats import persistence_section
 from pyzdb.storage.blobs import BlobStore
@@ -89,6 +89,9 @@ class ReadWriteServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.files = Persistence(config.db, config.fsync, config.autosave_writes, config.autosave_seconds)
+        if config.repl_uri:  # the replication backlog survives snapshots and restarts
+            self.files.retain_bytes = config.repl_backlog_bytes
+            self.files.retain_seconds = config.repl_backlog_seconds
         self.files.acquire()
         self.blobs = BlobStore(config.db)
         try:
@@ -119,7 +122,9 @@ class ReadWriteServer:
         started = time.perf_counter()
         state, records = self.files.load()
         store, sessions = store_from_state(state, self.config.undo_limit)
-        self.replication: ReplicationSource = source_from_state(state, self.config.repl_backlog_bytes)
+        db = self.config.db if self.config.repl_uri else None
+        self.replication: ReplicationSource = source_from_state(state, self.config.repl_backlog_bytes, db)
+        snapshot_position = self.replication.position.to_json()
         handler = Handler(
             store,
             save=self.save,
@@ -132,6 +137,9 @@ class ReadWriteServer:
             handler.replay(raw)
             self.replication.record(raw)
         self.files.open_journal()
+        if self.files.generation == self.files.snapshot_generation:
+            write_journal_start(self.files.writer.path, Position.from_json(snapshot_position))
+        self.files.on_rotate = self._journal_rotated
         handler.journal = self._journal
         log.info(
             "loaded %s and replayed %d journaled writes in %.3f s",
@@ -140,6 +148,12 @@ class ReadWriteServer:
             time.perf_counter() - started,
         )
         return handler
+
+    def _journal_rotated(self, generation: int) -> None:
+        try:
+            write_journal_start(self.files.writer.path, self.replication.position)
+        except OSError as exc:  # only the backlog after a restart is shorter for it
+            log.warning("could not record where journal %d starts: %s", generation, exc)
 
     def _journal(self, payload: bytes) -> None:
         """Journal one write request; it is then part of the replication stream too."""

@@ -157,6 +157,14 @@ def _replication_options(parser: argparse.ArgumentParser) -> None:
         help="serve db.stats() in Prometheus' text format on this port (needs pyzdb[prometheus])",
     )
     group.add_argument(
+        "--slowlog-ms",
+        type=float,
+        default=ServerConfig.slowlog_ms,
+        metavar="MS",
+        help="log requests that take longer to answer (op and path depth, no arguments) "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
         "--metrics-host", default="127.0.0.1", help="interface of --metrics-port (default: %(default)s)"
     )
 
@@ -179,6 +187,9 @@ def _apply_replication(
         parser.error("--read-bind needs --primary")
     config.primary, config.read_bind = args.primary, args.read_bind
     config.metrics_port, config.metrics_host = args.metrics_port, args.metrics_host
+    if args.slowlog_ms < 0:
+        parser.error("--slowlog-ms cannot be negative")
+    config.slowlog_ms = args.slowlog_ms
     if args.primary and not (args.opt_read_server_uri or args.read_server_uri):
         # SPEC 12: the replica joins the read queue of its primary's host
         host = args.primary.split("//", 1)[-1].rsplit(":", 1)[0]

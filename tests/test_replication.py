@@ -564,3 +564,17 @@ def test_kept_journals_carry_the_backlog_across_a_clean_writer_restart(tmp_path,
     finally:
         replica.stop()
         writer.stop()
+
+
+def test_slowlog_names_the_op_never_the_data(tmp_path):
+    writer = ServerProcess(tmp_path / "db.pkl", None, "--slowlog-ms", "0").start()
+    try:
+        with Connection(writer.write_uri, timeout=5) as conn:
+            conn.db["secret-key"] = ["secret-value"]
+            conn.db["secret-key"].append("secret-too")
+            assert conn.db.stats()["requests"]["slow"] >= 2
+        wait_until(lambda: "slow request: call append() at path depth 1" in writer.log(), 5)
+        assert "slow request: set at path depth 1 took" in writer.log()
+        assert "secret" not in writer.log()
+    finally:
+        writer.stop()

@@ -44,6 +44,8 @@ class ServerConfig:
     repl_backlog_bytes: int = 64 << 20
     repl_backlog_seconds: float = 0.0
     """Journals covered by a snapshot are kept this long for the backlog (0: deleted at once)."""
+    slowlog_ms: float = 100.0
+    """Requests answered slower than this are logged (0: every request)."""
     metrics_port: int | None = None
     """Serve the statistics in Prometheus' text format on this port (None: off)."""
     metrics_host: str = DEFAULT_HOST

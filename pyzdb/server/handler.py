@@ -67,6 +67,8 @@ class Handler:
         self._save = save
         self.stats = RequestStats()
         """Counts and latencies of the requests answered (``db.stats()``)."""
+        self.slow_ns = 100_000_000
+        """Requests that take longer are logged (the slowlog; op and path depth, never arguments)."""
         self.position: Callable[[], tuple[str | None, int]] | None = None
         """``(history, count)`` of the writes this store holds, if it knows (read-your-writes)."""
         self.stats_sections: Callable[[], dict] | None = None
@@ -117,8 +119,22 @@ class Handler:
         started = _clock_ns()
         write = request.is_write
         reply = self._answer(request, write)
-        self.stats.observe(request.op, write, _clock_ns() - started)
+        took = _clock_ns() - started
+        self.stats.observe(request.op, write, took)
+        if took > self.slow_ns:
+            self._log_slow(request, took)
         return reply
+
+    def _log_slow(self, request: Request, took: int) -> None:
+        self.stats.slow += 1
+        # no arguments and no path keys: they may hold data the log should not
+        log.warning(
+            "slow request: %s%s at path depth %d took %.1f ms",
+            request.op,
+            f" {request.method}()" if request.method else "",
+            len(request.path),
+            took / 1e6,
+        )
 
     def _answer(self, request: Request, write: bool | None = None) -> bytes:
         if write is None:

@@ -44,6 +44,7 @@ class ReadOnlyServer:
         handler = Handler(
             store, read_only=True, max_message_bytes=self.config.max_message_size, sessions=sessions
         )
+        handler.slow_ns = int(self.config.slowlog_ms * 1e6)
         return handler, journal.JournalFollower(self.config.db, state.get("generation", 0))
 
     def refresh(self) -> None:

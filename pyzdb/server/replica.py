@@ -128,6 +128,7 @@ class ReplicaServer:
         handler.stats = self.request_stats  # one set of counters across full copies
         handler.stats_sections = self._stats_sections
         handler.position = self._position
+        handler.slow_ns = int(self.config.slowlog_ms * 1e6)
         return handler
 
     def _position(self) -> tuple[str | None, int]:

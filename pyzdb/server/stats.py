@@ -64,6 +64,8 @@ class RequestStats:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.slow = 0
+        """Requests logged as slow (the slowlog)."""
         self.by_op: dict[str, int] = {}
         self._read, self._write = Latency(), Latency()
         self.latency = {"read": self._read, "write": self._write}
@@ -96,6 +98,7 @@ class RequestStats:
                 "read": self.latency["read"].count,
                 "write": self.latency["write"].count,
                 "by_op": dict(self.by_op),
+                "slow": self.slow,
             },
             "latency": latency,
             "memory": {"rss_bytes": rss_bytes()},

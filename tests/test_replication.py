@@ -578,3 +578,28 @@ def test_slowlog_names_the_op_never_the_data(tmp_path):
         assert "secret" not in writer.log()
     finally:
         writer.stop()
+
+
+def test_full_copy_of_a_store_with_collections_is_refused_clearly(writer, replica_path):
+    with Connection(writer.write_uri, timeout=5) as conn:
+        conn.db["plain"] = 1
+        conn.db.timeseries("temps")
+    replica = Replica(replica_path, writer).start()
+    try:
+        wait_until(lambda: "cannot send a full copy" in replica.log(), 10)
+        assert "refused: the store holds time-series collections" in writer.log()
+        assert replica.root() == {}  # it goes on serving what it has
+        with Connection(replica.direct_uri, timeout=5) as conn:
+            assert conn.db.stats()["replication"]["position"]["count"] == 0
+    finally:
+        replica.stop()
+
+
+def test_a_replica_from_the_start_follows_collections(writer, replica):
+    with Connection(writer.write_uri, timeout=5) as conn:
+        conn.db["plain"] = 1
+    _wait_synced(replica, writer)  # its copy has no collection in it
+    with Connection(writer.write_uri, timeout=5) as conn:
+        conn.db.timeseries("temps")
+    with Connection(replica.direct_uri, timeout=5) as conn:
+        wait_until(lambda: "temps" in conn.call("ts", (), "names"), 10)

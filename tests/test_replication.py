@@ -340,6 +340,7 @@ class FakePrimary:
         self.sock = self.context.socket(zmq.ROUTER)
         self.sock.linger = 0
         self.port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.numbers: dict = {}
 
     def hello(self, timeout: float = 10.0) -> tuple[bytes, dict]:
         """The next HELLO a replica sends."""
@@ -352,7 +353,10 @@ class FakePrimary:
         raise AssertionError("no HELLO from the replica")
 
     def send(self, identity: bytes, kind: bytes, body: dict, *frames: bytes) -> None:
-        """Send one stream message."""
+        """Send one stream message, numbered in its session unless ``body`` has an ``n``."""
+        session = body.get("session")
+        body = {"n": self.numbers.get(session, 0), **body}
+        self.numbers[session] = body["n"] + 1
         self.sock.send_multipart([identity, kind, json.dumps(body).encode(), *frames])
 
     def close(self) -> None:
@@ -388,6 +392,10 @@ def test_replica_checks_records_and_copies_before_applying(writer, replica_path)
         fake.send(identity, b"RECORDS", {"session": session - 1, "first": 1, "chains": [chain]}, record)
         fake.send(identity, b"RECORDS", {"session": session, "first": 1, "chains": [chain]}, record)
         wait_until(lambda: replica.root() == {"x": 2}, 10)  # the stale session's copy was dropped
+        fake.send(identity, b"HEARTBEAT", {"session": session, "n": 99, "count": 1})
+        identity, hello = fake.hello()  # a gap in the numbers: messages were lost, it starts again
+        assert hello["position"]["count"] == 1
+        assert "message 1 of the stream was lost (got 99)" in replica.log()
     finally:
         replica.stop()
         fake.close()
@@ -603,3 +611,100 @@ def test_a_replica_from_the_start_follows_collections(writer, replica):
         conn.db.timeseries("temps")
     with Connection(replica.direct_uri, timeout=5) as conn:
         wait_until(lambda: "temps" in conn.call("ts", (), "names"), 10)
+
+
+class Relay:
+    """A TCP relay between a replica and its writer that the test can stall and cut."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.stalled = threading.Event()
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        self._links: list = []
+        self._accepter = threading.Thread(target=self._accept, daemon=True)
+        self._accepter.start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.closing.is_set():
+            try:
+                inbound, _ = self.listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                outbound = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                inbound.close()
+                continue
+            with self._lock:
+                self._links += [inbound, outbound]
+            for source, sink in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source, sink) -> None:
+        source.settimeout(0.1)
+        while not self.closing.is_set():
+            if self.stalled.is_set():
+                time.sleep(0.05)  # bytes wait in the kernel's buffers, as on a stalled link
+                continue
+            try:
+                data = source.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        for sock in (source, sink):
+            sock.close()
+
+    def cut(self) -> None:
+        """Break every connection through the relay (new ones are accepted again)."""
+        with self._lock:
+            links, self._links = self._links, []
+        for sock in links:
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+            sock.close()
+
+    def close(self) -> None:
+        """Stop relaying."""
+        self.closing.set()
+        self.cut()
+        self._accepter.join(5)
+        self.listener.close()
+
+
+def test_link_stalls_and_breaks_through_a_relay(writer, replica_path):
+    relay = Relay(writer.port_base + 5)
+    replica = Replica(replica_path, writer, primary=f"tcp://127.0.0.1:{relay.port}")
+    try:
+        replica.start()
+        _write(writer, 10, "one")
+        _wait_synced(replica, writer)
+        relay.stalled.set()
+        _write(writer, 10, "stalled")  # the writer goes on; the replica serves what it has
+        wait_until(lambda: "lost (silent for" in replica.log(), 10)
+        assert "stalled9" not in replica.root()
+        relay.stalled.clear()
+        _wait_synced(replica, writer)
+        relay.cut()
+        _write(writer, 10, "cut")
+        _wait_synced(replica, writer)
+        assert writer.log().count("sending a full copy") == 1, "every heal resumed the stream"
+    finally:
+        replica.stop()
+        relay.close()

@@ -97,6 +97,7 @@ class ReplicaServer:
         self._copy: dict[str, Any] | None = None
         self._retry_at = 0.0
         self._hello_queued = False
+        self._next_number = 0
         self._copy_failures = 0
         self._stopping = False
         self._exit_code = 0
@@ -248,6 +249,7 @@ class ReplicaServer:
     def _hello(self, copy: bool = False) -> None:
         """(Re)start the stream from this replica's position; anything of older sessions is dropped."""
         self._session += 1
+        self._next_number = 0
         self._copy = None
         self._last_hello = time.monotonic()
         body = {
@@ -319,6 +321,9 @@ class ReplicaServer:
             return 0
         if body.get("session") != self._session:
             return 0  # sent before our latest HELLO
+        if body.get("n") != self._next_number:
+            raise StreamError(f"message {self._next_number} of the stream was lost (got {body.get('n')!r})")
+        self._next_number += 1
         self._heard(body)
         if kind == b"HEARTBEAT":
             return 0

@@ -32,11 +32,13 @@ Full copy
     start); the replica is told why and keeps its old state.
 
 Messages (multipart; the first frame names the kind, the second is a small JSON
-object; replica → writer: ``HELLO``, ``CREDIT``, ``PING``; writer → replica:
+object; replica → writer: ``HELLO``, ``CREDIT``; writer → replica:
 ``RECORDS`` (+ one frame per record), ``COPY`` then ``CHUNK`` frames,
 ``HEARTBEAT``, ``RESYNC``, ``REFUSED``).  Every writer message carries the
-``session`` number of the replica's latest ``HELLO``: anything from an older
-session is stale and dropped.
+``session`` number of the replica's latest ``HELLO`` (anything from an older
+session is stale and dropped) and its number ``n`` within the session: ZeroMQ
+drops messages queued on a connection that breaks, and a replica that sees a
+gap in the numbers starts again from its position.
 """
 
 from __future__ import annotations
@@ -293,6 +295,8 @@ class Peer:
     """Waiting for a full copy being made (or refused one): nothing is sent."""
     min_copy: int = 0
     """The oldest record count a full copy for it may be made at."""
+    next_number: int = 0
+    """Number of the next message of this session: a replica that sees a gap lost one."""
 
 
 def position_from_state(state: dict) -> Position:
@@ -607,11 +611,14 @@ class ReplicationSource:
             peer.sent += len(records)
 
     def _send(self, peer: Peer, kind: bytes, body: dict, *frames: bytes, charge: bool = True) -> None:
-        body["session"] = peer.session
+        body["session"], body["n"] = peer.session, peer.next_number
         try:
             self.sock.send_multipart([peer.identity, *message(kind, body, *frames)], zmq.NOBLOCK)
         except zmq.Again:  # its queue is full: the link is stuck; the replica will say HELLO again
             return
+        # A message the ROUTER drops (a connection that broke, a full queue) still uses
+        # its number: the replica sees the gap at the next one and starts again.
+        peer.next_number += 1
         peer.last_sent = time.monotonic()
         if charge:
             peer.credit -= 1

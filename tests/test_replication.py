@@ -182,7 +182,8 @@ def test_new_replica_gets_a_full_copy_then_every_write(writer, replica_path):
                 conn.db.undo()
         _wait_synced(replica, writer)
         assert "does not apply here (UndoError" in replica.log()
-        assert replica.log().count("loaded a full copy") == 2
+        # a copy made while the undos still come may meet another that reaches before it
+        assert replica.log().count("loaded a full copy") >= 2
     finally:
         assert replica.stop() == 0
 

@@ -98,6 +98,7 @@ class ReplicaServer:
         self._retry_at = 0.0
         self._hello_queued = False
         self._next_number = 0
+        self._granted = WINDOW
         self._copy_failures = 0
         self._stopping = False
         self._exit_code = 0
@@ -232,7 +233,7 @@ class ReplicaServer:
         if not self.link_up and now - self._last_hello >= retry and now >= self._retry_at:
             self._hello()
         elif self.link_up and now - self._last_sent >= HEARTBEAT_S:
-            self._send(b"CREDIT", {"credit": 0, "applied": self.position.count})
+            self._send(b"CREDIT", {"granted": self._granted, "applied": self.position.count})
         try:
             self.files.tick()
         except OSError as exc:
@@ -250,6 +251,7 @@ class ReplicaServer:
         """(Re)start the stream from this replica's position; anything of older sessions is dropped."""
         self._session += 1
         self._next_number = 0
+        self._granted = WINDOW
         self._copy = None
         self._last_hello = time.monotonic()
         body = {
@@ -284,7 +286,8 @@ class ReplicaServer:
                 self._restart_stream(exc)
                 return
         if handled:
-            self._send(b"CREDIT", {"credit": handled, "applied": self.position.count})
+            self._granted += handled
+            self._send(b"CREDIT", {"granted": self._granted, "applied": self.position.count})
 
     def _restart_stream(self, exc: StreamError) -> None:
         """After a message that does not fit: ask again, and not at once if copies keep failing."""

@@ -293,6 +293,10 @@ class Peer:
     """Full-copy messages still to send."""
     waiting: bool = False
     """Waiting for a full copy being made (or refused one): nothing is sent."""
+    granted: int = 0
+    """Messages the replica allowed in this session, in all."""
+    charged: int = 0
+    """Messages sent against that credit."""
     min_copy: int = 0
     """The oldest record count a full copy for it may be made at."""
     next_number: int = 0
@@ -474,13 +478,20 @@ class ReplicationSource:
             if type(applied) is int and 0 <= applied <= self.backlog.head.count:
                 peer.applied = applied
             if kind == b"CREDIT":
-                credit = body.get("credit")
-                if type(credit) is not int or not 0 <= credit <= 10_000:
-                    raise ValueError("bad credit")
-                peer.credit += credit
+                self._grant(peer, body.get("granted"))
                 self._pump(peer)
         except (ValueError, UnicodeDecodeError, zmq.Again) as exc:
             log.warning("replication port: dropped a bad %r message: %s", kind[:20], exc)
+
+    @staticmethod
+    def _grant(peer: Peer, granted: Any) -> None:
+        """Credit is the replica's running total of messages it allows, so a lost CREDIT heals itself."""
+        if type(granted) is not int or not peer.charged <= granted <= peer.charged + 10_000:
+            raise ValueError("bad credit")
+        if granted > peer.granted:
+            peer.granted = granted
+            if not peer.waiting:
+                peer.credit = granted - peer.charged
 
     def _hello(self, identity: bytes, body: dict) -> None:
         position = Position.from_json(body.get("position"))
@@ -492,7 +503,7 @@ class ReplicationSource:
         old = self.peers.get(identity)
         if old is None and len(self.peers) >= MAX_PEERS:
             raise ValueError(f"already {MAX_PEERS} replicas connected")
-        peer = Peer(identity, session, name, credit, position.count, position.count, now)
+        peer = Peer(identity, session, name, credit, position.count, position.count, now, granted=credit)
         self.peers[identity] = peer
         if old is None:
             log.warning("replica %s: link up at record %d", name, position.count)
@@ -554,6 +565,7 @@ class ReplicationSource:
         peer.copy = deque((kind, dict(body), *frames) for kind, body, *frames in messages)
         peer.sent = peer.applied = count
         peer.waiting = False
+        peer.credit = peer.granted - peer.charged
         self.copies_sent += 1
 
     def _poll_copy(self) -> None:
@@ -622,3 +634,4 @@ class ReplicationSource:
         peer.last_sent = time.monotonic()
         if charge:
             peer.credit -= 1
+            peer.charged += 1

@@ -10,7 +10,7 @@ import sys
 from pyzdb import __version__
 from pyzdb.client import DEFAULT_WRITE_URI
 from pyzdb.keys import SERVER_PUBLIC, client_keys
-from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig
+from pyzdb.server.config import DEFAULT_PORT_BASE, FSYNC_POLICIES, ServerConfig, tcp
 
 _POSITIONAL_URIS = ("write_client_uri", "write_server_uri", "read_client_uri", "read_server_uri", "lock_uri")
 
@@ -31,6 +31,8 @@ last second, no whatever the OS had not written (docs/operations.md).
 examples:
   pyzdb-server                       store db.pkl, writes on 5559, reads on 5561, lock on 5558
   pyzdb-server -ro                   a read-only server behind the read queue (port 5562)
+  pyzdb-server -ro --primary tcp://writer:5563 --db replica.pkl
+                                     a replica on another machine, fed over ZeroMQ
   pyzdb-server data.pkl --port-base 6000
   server.py db.pkl tcp://127.0.0.1:5559 tcp://127.0.0.1:5560 tcp://127.0.0.1:5561 tcp://127.0.0.1:5562 tcp://127.0.0.1:5558
 
@@ -152,9 +154,90 @@ def server_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="most operations in one batch request (default: %(default)s)",
     )
+    _replication_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     parser.add_argument("--version", action="version", version=f"pyzdb {__version__}")
     return parser
+
+
+def _replication_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("replication over ZeroMQ (docs/replication.md)")
+    group.add_argument(
+        "--repl-port",
+        type=int,
+        metavar="N",
+        help="the writer's replication port (default: N+5 of --port-base, 5563; "
+        "with the positional form, only when given)",
+    )
+    group.add_argument(
+        "--repl-backlog-bytes",
+        type=int,
+        default=ServerConfig.repl_backlog_bytes,
+        metavar="BYTES",
+        help="journal records the writer keeps in memory for replicas that fall behind; "
+        "one further behind takes a full copy (default: %(default)s)",
+    )
+    group.add_argument(
+        "--repl-backlog-seconds",
+        type=float,
+        default=ServerConfig.repl_backlog_seconds,
+        metavar="SECONDS",
+        help="keep the journals a snapshot covers this long (and within --repl-backlog-bytes), so that "
+        "the backlog survives snapshots and restarts; 0 deletes them at once (default: %(default)s)",
+    )
+    group.add_argument(
+        "--primary",
+        metavar="URI",
+        help="with -ro: a replica fed over ZeroMQ from this writer's replication port, "
+        "keeping its own store file (--db)",
+    )
+    group.add_argument(
+        "--read-bind", metavar="URI", help="with --primary: also serve reads directly on this address"
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="N",
+        help="serve db.stats() in Prometheus' text format on this port (needs pyzdb[prometheus])",
+    )
+    group.add_argument(
+        "--slowlog-ms",
+        type=float,
+        default=ServerConfig.slowlog_ms,
+        metavar="MS",
+        help="log requests that take longer to answer (op and path depth, no arguments) "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--metrics-host", default="127.0.0.1", help="interface of --metrics-port (default: %(default)s)"
+    )
+
+
+def _apply_replication(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, config: ServerConfig
+) -> None:
+    positional = any(getattr(args, name) for name in _POSITIONAL_URIS)
+    if args.repl_port is not None:
+        config.repl_uri = tcp(args.host, args.repl_port)
+    elif positional:
+        config.repl_uri = None  # the original command line binds only what it names
+    if args.repl_backlog_bytes < 0:
+        parser.error("--repl-backlog-bytes cannot be negative")
+    config.repl_backlog_bytes = args.repl_backlog_bytes
+    config.repl_backlog_seconds = args.repl_backlog_seconds
+    if (args.primary or args.read_bind) and not args.read_only:
+        parser.error("--primary and --read-bind are options of a replica: add -ro")
+    if args.read_bind and not args.primary:
+        parser.error("--read-bind needs --primary")
+    config.primary, config.read_bind = args.primary, args.read_bind
+    config.metrics_port, config.metrics_host = args.metrics_port, args.metrics_host
+    if args.slowlog_ms < 0:
+        parser.error("--slowlog-ms cannot be negative")
+    config.slowlog_ms = args.slowlog_ms
+    if args.primary and not (args.opt_read_server_uri or args.read_server_uri):
+        # SPEC 12: the replica joins the read queue of its primary's host
+        host = args.primary.split("//", 1)[-1].rsplit(":", 1)[0]
+        config.read_server_uri = tcp(host, args.port_base + 4)
 
 
 def server_config(argv: list[str] | None = None) -> ServerConfig:
@@ -191,6 +274,7 @@ def server_config(argv: list[str] | None = None) -> ServerConfig:
         uri = getattr(args, f"opt_{name}") or getattr(args, name)
         if uri:
             setattr(config, name, uri)
+    _apply_replication(parser, args, config)
     return config
 
 
@@ -246,10 +330,14 @@ def main_server(argv: list[str] | None = None) -> int:
     config = server_config(argv)
     setup_logging(config.verbose)
     from pyzdb.server.readonly import ReadOnlyServer
+    from pyzdb.server.replica import ReplicaServer
     from pyzdb.server.rw import ReadWriteServer
 
     try:
-        server = ReadOnlyServer(config) if config.read_only else ReadWriteServer(config)
+        if config.primary:
+            server = ReplicaServer(config)
+        else:
+            server = ReadOnlyServer(config) if config.read_only else ReadWriteServer(config)
         server.bind()
     except startup_errors() as exc:  # one clear line, not a traceback
         print(f"pyzdb-server: cannot start: {exc}", file=sys.stderr)

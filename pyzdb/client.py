@@ -113,6 +113,7 @@ class Connection:
         timeout: float = DEFAULT_TIMEOUT,
         retry_interval: float = RETRY_INTERVAL,
         memory_limit: int | None = None,
+        read_your_writes: bool = False,
         *,
         server_key: str | os.PathLike | None = None,
         client_key: str | os.PathLike | None = None,
@@ -121,11 +122,13 @@ class Connection:
 
         ``server_key`` is the server's public key file (``server.key``), ``client_key``
         this client's ``.key_secret`` file; a bad or missing file raises ``KeyFileError``
-        (a ``ValueError``) here, before anything is sent.
+        (a ``ValueError``) here, before anything is sent.  With ``read_your_writes``,
+        reads through ``read_uri`` see this connection's acknowledged writes (SPEC §12):
+        a replica that is behind sends them to the writer.
         """
         self.timeout = timeout
         self.retry_interval = retry_interval
-        self._state = protocol.ClientState(memory_limit)
+        self._state = protocol.ClientState(memory_limit, read_your_writes)
         self.client_id = self._state.client_id
         self.keys = client_keys(server_key, client_key)
         self._context = zmq.Context()
@@ -137,6 +140,11 @@ class Connection:
     @property
     def _token(self) -> str | None:
         return self._state.token
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """With ``read_your_writes``: the writer's position after this connection's newest write."""
+        return self._state.position
 
     def call(
         self,
@@ -161,13 +169,20 @@ class Connection:
         write = outgoing.write
         channel = self._lock or (self._write if write else self._read)
         try:
-            raw = channel.request(self._state.stamp(outgoing), self.timeout, self.retry_interval)
+            raw = channel.request(
+                self._state.stamp(outgoing, channel is not self._write and channel is not self._lock),
+                self.timeout,
+                self.retry_interval,
+            )
+            try:
+                return self._state.result(raw)
+            except errors.ReplicaBehindError:  # a replica behind this connection's writes: the writer
+                raw = self._write.request(self._state.stamp(outgoing), self.timeout, self.retry_interval)
         except errors.TimeoutError as exc:  # the channel's message, with the keys hint under CURVE
             if write:
                 exc.message += "; the write may or may not have been applied"
             raise
-        self._state.check_size(raw)
-        return protocol.decode_reply(raw)[1]
+        return self._state.result(raw)
 
     def lock(self) -> None:
         """Take the server's lock; other clients' requests wait until :meth:`unlock`."""
@@ -223,6 +238,7 @@ def connect(
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     memory_limit: int | None = None,
+    read_your_writes: bool = False,
     *,
     server_key: str | os.PathLike | None = None,
     client_key: str | os.PathLike | None = None,
@@ -235,7 +251,13 @@ def connect(
     ``server.key``) and ``client_key`` (your ``.key_secret``, SPEC §11).
     """
     return Connection(
-        write_uri, read_uri, timeout, memory_limit=memory_limit, server_key=server_key, client_key=client_key
+        write_uri,
+        read_uri,
+        timeout,
+        memory_limit=memory_limit,
+        read_your_writes=read_your_writes,
+        server_key=server_key,
+        client_key=client_key,
     )
 
 
@@ -244,12 +266,19 @@ def client(
     read_uri: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     memory_limit: int | None = None,
+    read_your_writes: bool = False,
     *,
     server_key: str | os.PathLike | None = None,
     client_key: str | os.PathLike | None = None,
 ) -> tuple[Root, Connection]:
     """Return ``(db, conn)``: the root reference and its connection (SPEC §3); see :func:`connect`."""
     conn = Connection(
-        write_uri, read_uri, timeout, memory_limit=memory_limit, server_key=server_key, client_key=client_key
+        write_uri,
+        read_uri,
+        timeout,
+        memory_limit=memory_limit,
+        read_your_writes=read_your_writes,
+        server_key=server_key,
+        client_key=client_key,
     )
     return conn.db, conn

@@ -7,6 +7,7 @@
      ├── NotAllowedError        operation outside the allowlist (also AttributeError)
      ├── ReadOnlyError          a write sent to a read-only server
  ├── PermissionDeniedError  a write (lock, save, exec) sent with a read-only CURVE key
+     ├── ReplicaBehindError     a read-your-writes read reached a replica that is behind
      ├── UndoError              nothing to undo / nothing to redo
      ├── LockError              lock misuse: not held, expired, already held
      ├── ExecNotAllowedError    exec client used on a server without --allow-exec
@@ -75,6 +76,12 @@ class PermissionDeniedError(PyzdbError):
     """A write, ``lock()``, ``save()`` or exec sent with a read-only CURVE key (``--curve``)."""
 
     wire_name = "PermissionDeniedError"
+
+
+class ReplicaBehindError(PyzdbError):
+    """A read asked a replica for a write it has not applied yet (read-your-writes)."""
+
+    wire_name = "ReplicaBehindError"
 
 
 class UndoError(PyzdbError):
@@ -178,6 +185,7 @@ _BY_WIRE_NAME: dict[str, type[PyzdbError]] = {
         NotAllowedError,
         ReadOnlyError,
         PermissionDeniedError,
+        ReplicaBehindError,
         UndoError,
         LockError,
         ExecNotAllowedError,

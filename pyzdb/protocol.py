@@ -28,6 +28,7 @@ READ_OPS: dict[str, tuple[int, bool]] = {
     "bool": (0, False),
     "ping": (0, False),
     "page": (4, False),
+    "stats": (0, False),
 }
 WRITE_OPS: dict[str, tuple[int, bool]] = {
     "set": (1, True),
@@ -71,6 +72,10 @@ class Request:
     """For ``batch``: the operations, each a :class:`Request` without envelope."""
     max_reply: int | None = None
     """The client's ``memory_limit``: a longer reply is replaced by a ``TooLargeError`` one."""
+    want_position: bool = False
+    """A write whose reply should carry the writer's position after it (``"pos": true``)."""
+    after: tuple | None = None
+    """A read that must see the writes up to this position, ``(history, count)`` (``"after"``)."""
 
     @property
     def is_write(self) -> bool:
@@ -193,6 +198,12 @@ def decode_reply(raw: bytes) -> tuple[Any, Any]:
     return reply.get("id"), reply_result(reply)
 
 
+def decode_reply_position(raw: bytes) -> tuple[Any, Any, Any]:
+    """Return ``(id, result, position)`` of a reply (position: ``None`` unless asked), or raise its error."""
+    reply = parse_reply(raw)
+    return reply.get("id"), reply_result(reply), reply.get("pos")
+
+
 class ClientState:
     """What a client connection keeps between requests, whatever its transport (no I/O).
 
@@ -203,9 +214,9 @@ class ClientState:
     to send (and to resend, byte for byte, on a retry).
     """
 
-    __slots__ = ("client_id", "counter", "token", "max_reply")
+    __slots__ = ("client_id", "counter", "token", "max_reply", "read_your_writes", "position")
 
-    def __init__(self, max_reply: int | None = None) -> None:
+    def __init__(self, max_reply: int | None = None, read_your_writes: bool = False) -> None:
         if max_reply is not None and (type(max_reply) is not int or max_reply < 1):
             raise ValueError(f"memory_limit must be a positive number of bytes, not {max_reply!r}")
         self.max_reply = max_reply
@@ -215,6 +226,10 @@ class ClientState:
         """The last ``id`` used; a write's ``seq`` is its ``id``, so writes are numbered in send order."""
         self.token: str | None = None
         """The lock token while this connection holds the lock."""
+        self.read_your_writes = read_your_writes
+        """Writes ask for the writer's position; reads sent to replicas must have reached it (SPEC §12)."""
+        self.position: tuple[str, int] | None = None
+        """The writer's position after this connection's newest acknowledged write."""
 
     def prepare(
         self,
@@ -233,10 +248,21 @@ class ClientState:
         """A ``batch`` request of operations recorded by :class:`pyzdb.proxy.Batch` (already encoded)."""
         return Outgoing({"v": VERSION, "op": "batch", "ops": operations}, [], write)
 
-    def stamp(self, outgoing: Outgoing) -> list[bytes]:
-        """Number ``outgoing`` (and add the lock token if held); return its frames."""
+    def stamp(self, outgoing: Outgoing, to_replica: bool = False) -> list[bytes]:
+        """Number ``outgoing`` (and add the lock token if held); return its frames.
+
+        With read-your-writes, a write asks for the writer's position (``pos``) and
+        a read for a replica (``to_replica``) names the position it must have
+        reached (``after``).
+        """
         self.counter += 1
         message = outgoing.message
+        if self.read_your_writes:
+            message.pop("after", None)
+            if outgoing.write:
+                message["pos"] = True
+            elif to_replica and self.position is not None:
+                message["after"] = list(self.position)
         message["id"] = outgoing.id = self.counter
         if outgoing.write:
             message["client"] = self.client_id
@@ -251,6 +277,16 @@ class ClientState:
         """Refuse a reply over ``memory_limit`` (a server that ignored ``max_reply``)."""
         if self.max_reply is not None and len(raw) > self.max_reply:
             raise errors.TooLargeError(too_large_message(len(raw), self.max_reply))
+
+    def result(self, raw: bytes) -> Any:
+        """The result of a reply (or raise its error), noting the writer's position it carries."""
+        self.check_size(raw)
+        _, result, position = decode_reply_position(raw)
+        if type(position) is list and len(position) == 2 and type(position[1]) is int:
+            known = self.position
+            if known is None or position[0] != known[0] or position[1] > known[1]:
+                self.position = (position[0], position[1])
+        return result
 
 
 @dataclass(slots=True)
@@ -382,7 +418,7 @@ def _validate(
     max_reply = message.get("max_reply")
     if max_reply is not None and (type(max_reply) is not int or max_reply < 1):
         raise errors.ProtocolError("'max_reply' must be a positive integer")
-    return Request(
+    request = Request(
         op,
         path,
         method,
@@ -396,6 +432,9 @@ def _validate(
         tags=tags,
         max_reply=max_reply,
     )
+    if "pos" in message or "after" in message:  # read-your-writes clients only
+        _read_your_writes(request, message)
+    return request
 
 
 def _validate_batch(message: dict, raw: bytes, request_id: Any, tags: frozenset, limit: int) -> Request:
@@ -434,6 +473,18 @@ def _batch_operation(operation: Any, raw: bytes, tags: frozenset, brackets: int)
     if extra:
         raise errors.ProtocolError(f"an operation of a batch has no {sorted(extra)[0]!r} of its own")
     return _validate({**operation, "v": VERSION}, raw, None, tags, brackets)
+
+
+def _read_your_writes(request: Request, message: dict) -> None:
+    want = message.get("pos", False)
+    if type(want) is not bool:
+        raise errors.ProtocolError("'pos' must be true or false")
+    request.want_position = want
+    after = message.get("after")
+    if after is not None:
+        if not (type(after) is list and len(after) == 2 and type(after[0]) is str and type(after[1]) is int):
+            raise errors.ProtocolError("'after' must be [history, count]: a string and an integer")
+        request.after = (after[0], after[1])
 
 
 def _check_shape(op: Any, path: tuple, method: Any, args: list, kwargs: dict) -> None:
@@ -526,9 +577,12 @@ def _typed(value: Any, kind: type, name: str) -> Any:
     return value
 
 
-def ok_reply(request_id: Any, result: Any) -> bytes:
-    """Serialise a success reply; ``result`` is encoded here."""
-    return codec.dumps({"v": VERSION, "id": request_id, "ok": True, "result": codec.encode(result, "result")})
+def ok_reply(request_id: Any, result: Any, position: tuple | None = None) -> bytes:
+    """Serialise a success reply; ``result`` is encoded here; ``position``: the writer's, for ``"pos"``."""
+    reply = {"v": VERSION, "id": request_id, "ok": True, "result": codec.encode(result, "result")}
+    if position is not None:
+        reply["pos"] = list(position)
+    return codec.dumps(reply)
 
 
 def error_reply(request_id: Any, exc: BaseException) -> bytes:

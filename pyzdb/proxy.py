@@ -227,6 +227,10 @@ class RootOps:
         """Write the snapshot on the server now."""
         return self._conn.call("save")
 
+    def stats(self) -> dict:
+        """The server's statistics by section (SPEC §12): a read, answered by a replica if reads go to one."""
+        return self._conn.call("stats")
+
     def undo(self) -> Any:
         """Undo the newest write (raises ``UndoError`` when there is none)."""
         return self._conn.call("undo")

@@ -28,7 +28,7 @@ _serial = itertools.count()
 STOP_TIMEOUT = 15.0
 
 
-def free_port_base(count: int = 5) -> int:
+def free_port_base(count: int = 6) -> int:
     """A base port such that ``base .. base+count-1`` are free on 127.0.0.1 right now."""
     for _ in range(200):
         base = random.randrange(20000, 60000)

@@ -16,6 +16,7 @@ EXCEPTION_NAMES = {
     "NotAllowedError",
     "ReadOnlyError",
     "PermissionDeniedError",
+    "ReplicaBehindError",
     "UndoError",
     "LockError",
     "ExecNotAllowedError",

@@ -44,16 +44,31 @@ class ServerConfig:
     """Read-only server under CURVE: the server's public key file (``--server-key``)."""
     client_key: str | None = None
     """Read-only server under CURVE: its replica ``.key_secret`` file (``--client-key``)."""
+    repl_uri: str | None = None
+    """Where the read-write server binds its replication port (None: no replication)."""
+    primary: str | None = None
+    """A replica's writer (its replication port); None for a replica of the on-disk files."""
+    read_bind: str | None = None
+    """A replica's own read address, besides the writer's read queue."""
+    repl_backlog_bytes: int = 64 << 20
+    repl_backlog_seconds: float = 0.0
+    """Journals covered by a snapshot are kept this long for the backlog (0: deleted at once)."""
+    slowlog_ms: float = 100.0
+    """Requests answered slower than this are logged (0: every request)."""
+    metrics_port: int | None = None
+    """Serve the statistics in Prometheus' text format on this port (None: off)."""
+    metrics_host: str = DEFAULT_HOST
 
     @classmethod
     def from_port_base(cls, base: int, host: str = DEFAULT_HOST, **settings) -> ServerConfig:
-        """Lock on ``base``, write queue on ``base+1``/``+2``, read queue on ``+3``/``+4``."""
+        """Lock on ``base``, writes on ``base+1``/``+2``, read queue on ``+3``/``+4``, replication ``+5``."""
         return cls(
             lock_uri=tcp(host, base),
             write_client_uri=tcp(host, base + 1),
             write_server_uri=tcp(host, base + 2),
             read_client_uri=tcp(host, base + 3),
             read_server_uri=tcp(host, base + 4),
+            repl_uri=tcp(host, base + 5),
             **settings,
         )
 

@@ -16,16 +16,19 @@ import io
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pyzdb import errors, protocol
 from pyzdb.protocol import Request
 from pyzdb.server.sessions import Sessions
+from pyzdb.server.stats import RequestStats
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.store import Store
 
 log = logging.getLogger("pyzdb.server")
+_clock_ns = time.perf_counter_ns
 
 _OPERATION_ERRORS = (
     KeyError,
@@ -65,6 +68,14 @@ class Handler:
         self.max_message_bytes = max_message_bytes
         self.max_batch_ops = max_batch_ops
         self._save = save
+        self.stats = RequestStats()
+        """Counts and latencies of the requests answered (``db.stats()``)."""
+        self.slow_ns = 100_000_000
+        """Requests that take longer are logged (the slowlog; op and path depth, never arguments)."""
+        self.position: Callable[[], tuple[str | None, int]] | None = None
+        """``(history, count)`` of the writes this store holds, if it knows (read-your-writes)."""
+        self.stats_sections: Callable[[], dict] | None = None
+        """The server's further ``stats`` sections (persistence, replication), if it has any."""
 
     def handle(self, frames: list[bytes]) -> bytes:
         """Answer one message (a list of ZeroMQ frames)."""
@@ -104,18 +115,44 @@ class Handler:
             if isinstance(request, bytes):  # journaled by a pyzdb whose limits were looser
                 log.warning("journaled write refused on replay and skipped: %s", request[:200].decode())
             else:
-                self.answer(request)
+                self._answer(request)
         finally:
             self.journal, self.read_only, self.max_batch_ops = journal, read_only, batch_limit
 
     def answer(self, request: Request) -> bytes:
-        """Run a decoded request and return its reply."""
+        """Run a decoded request and return its reply (counted in :attr:`stats`)."""
+        started = _clock_ns()
         write = request.is_write
+        reply = self._answer(request, write)
+        took = _clock_ns() - started
+        self.stats.observe(request.op, write, took)
+        if took > self.slow_ns:
+            self._log_slow(request, took)
+        return reply
+
+    def _log_slow(self, request: Request, took: int) -> None:
+        self.stats.slow += 1
+        # no arguments and no path keys: they may hold data the log should not
+        log.warning(
+            "slow request: %s%s at path depth %d took %.1f ms",
+            request.op,
+            f" {request.method}()" if request.method else "",
+            len(request.path),
+            took / 1e6,
+        )
+
+    def _answer(self, request: Request, write: bool | None = None) -> bytes:
+        if write is None:
+            write = request.is_write
         replayed = self.sessions.replay(request) if write else None
         if replayed is not None:
             return replayed
         try:
-            reply = protocol.ok_reply(request.id, self.dispatch(request))
+            if request.after is not None and self.read_only:
+                self._check_after(request.after)
+            result = self.dispatch(request)
+            position = self.position() if request.want_position and self.position is not None else None
+            reply = protocol.ok_reply(request.id, result, position)
         except (errors.PyzdbError, *_OPERATION_ERRORS) as exc:
             reply = protocol.error_reply(request.id, exc)
         except Exception as exc:  # a bug: keep serving, say where
@@ -143,6 +180,8 @@ class Handler:
                 "pid": os.getpid(),
                 "write_window": self.sessions.window,
             }
+        if op == "stats":
+            return self.all_stats()
         if op == "batch" and not write:  # only reads: a consistent multi-get, on any server
             return self._batch(request, None)
         if request.uploads and not (write and self.blobs is not None):
@@ -172,6 +211,25 @@ class Handler:
         """All of a batch's operations in order, as one write: one journal record, one undo step."""
         operations = [(r.is_write, r.op, r.path, r.method, r.args, r.kwargs) for r in request.ops]
         return self.store.batch(operations, journaled)
+
+    def _check_after(self, after: tuple) -> None:
+        """Refuse a read that needs writes this replica has not applied yet."""
+        if self.position is None:
+            raise errors.ReplicaBehindError("this read-only server cannot tell which writes it holds")
+        history, count = self.position()
+        if history != after[0] or count < after[1]:
+            raise errors.ReplicaBehindError(
+                f"this replica holds record {count} of history {history}; the read needs record "
+                f"{after[1]} of history {after[0]}"
+            )
+
+    def all_stats(self) -> dict:
+        """What ``db.stats()`` answers: this handler's counters and the server's sections."""
+        role = "replica" if self.read_only else "writer"
+        sections = self.stats.sections(role)
+        if self.stats_sections is not None:
+            sections.update(self.stats_sections())
+        return sections
 
     def _take_files(self, request: Request) -> Request:
         """Move or store the request's files; the request to journal refers to stored blobs.

@@ -50,6 +50,7 @@ class ReadOnlyServer:
             max_batch_ops=self.config.max_batch_ops,
             sessions=sessions,
         )
+        handler.slow_ns = int(self.config.slowlog_ms * 1e6)
         return handler, journal.JournalFollower(self.config.db, state.get("generation", 0))
 
     def refresh(self) -> None:

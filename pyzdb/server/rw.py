@@ -41,13 +41,16 @@ import zmq
 
 from pyzdb import errors, protocol
 from pyzdb.protocol import Request
-from pyzdb.server.auth import CLIENT_DOMAIN, RO, ZapHandler, secure
+from pyzdb.server.auth import CLIENT_DOMAIN, REPLICA_DOMAIN, RO, ZapHandler, secure
 from pyzdb.server.config import ServerConfig, connectable, is_loopback
 from pyzdb.server.devices import QueueDevice
 from pyzdb.server.handler import Handler
 from pyzdb.server.lock import Lock
 from pyzdb.server.outbox import Outbox
+from pyzdb.server.prometheus import MetricsEndpoint
+from pyzdb.server.replication import Position, ReplicationSource, source_from_state, write_journal_start
 from pyzdb.server.sessions import Sessions
+from pyzdb.server.stats import persistence_section
 from pyzdb.server.workers import SimilarityWorker, offloaded
 from pyzdb.storage.blobs import BlobStore
 from pyzdb.storage.durable import Persistence
@@ -113,6 +116,9 @@ class ReadWriteServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.files = Persistence(config.db, config.fsync, config.autosave_writes, config.autosave_seconds)
+        if config.repl_uri:  # the replication backlog survives snapshots and restarts
+            self.files.retain_bytes = config.repl_backlog_bytes
+            self.files.retain_seconds = config.repl_backlog_seconds
         self.files.acquire()
         try:
             self.blobs = BlobStore(config.db, config.import_dirs)
@@ -129,6 +135,9 @@ class ReadWriteServer:
         """The request the handler is answering (its op decides what the worker is sent)."""
         self.handler.journal = self._journal
         self.lock = Lock(config.lock_timeout)
+        self.handler.stats_sections = self._stats_sections
+        self.handler.position = self._position
+        self.handler.slow_ns = int(config.slowlog_ms * 1e6)
         self._stopping = False
         self._exit_code = 0
         self._pending_saves: list[tuple[list[bytes], Request]] = []
@@ -147,11 +156,15 @@ class ReadWriteServer:
         """The key checker under ``--curve`` (None without)."""
         self._recv = _recv_frames
         self._reload_keys = False
+        self._metrics: MetricsEndpoint | None = None
 
     def _recover(self) -> Handler:
         started = time.perf_counter()
         state, records = self.files.load()
         store, sessions = store_from_state(state, self.config.undo_limit)
+        db = self.config.db if self.config.repl_uri else None
+        self.replication: ReplicationSource = source_from_state(state, self.config.repl_backlog_bytes, db)
+        snapshot_position = self.replication.position.to_json()
         handler = Handler(
             store,
             save=self.save,
@@ -163,8 +176,12 @@ class ReadWriteServer:
         )
         for raw in records:
             handler.replay(raw)
+            self.replication.record(raw)
         self.files.open_journal()
-        handler.journal = self.files.append
+        if self.files.generation == self.files.snapshot_generation:
+            write_journal_start(self.files.writer.path, Position.from_json(snapshot_position))
+        self.files.on_rotate = self._journal_rotated
+        handler.journal = self._journal
         log.info(
             "loaded %s and replayed %d journaled writes in %.3f s",
             self.config.db,
@@ -173,22 +190,40 @@ class ReadWriteServer:
         )
         return handler
 
+    def _journal_rotated(self, generation: int) -> None:
+        try:
+            write_journal_start(self.files.writer.path, self.replication.position)
+        except OSError as exc:  # only the backlog after a restart is shorter for it
+            log.warning("could not record where journal %d starts: %s", generation, exc)
+
     def _journal(self, raw: bytes) -> None:
-        """Journal a write, then pass it to the similarity worker (in journal order).
+        """Journal a write; it is then part of the replication stream, and goes to the similarity worker.
 
         The worker answers collection calls only: of the tree's writes it needs just the count
         (its undo log must stay step for step with ours), which costs the loop nothing.
         """
         self.files.append(raw)
+        self.replication.record(raw)
         answering = self._answering
         if answering is not None and answering.op not in ("ts", "undo", "redo"):
             self._workers.skip()
         else:
             self._workers.feed(raw)
 
+    def _position(self) -> tuple[str | None, int]:
+        head = self.replication.position
+        return head.history, head.count
+
+    def _stats_sections(self) -> dict:
+        return {"persistence": persistence_section(self.files), "replication": self.replication.stats()}
+
     def state(self) -> dict:
         """What a snapshot holds."""
-        return {**self.handler.store.state(), "sessions": self.handler.sessions}
+        return {
+            **self.handler.store.state(),
+            "sessions": self.handler.sessions,
+            "replication": self.replication.position.to_json(),
+        }
 
     def _collect_blobs(self, state: dict, started: float) -> None:
         self.blobs.collect([state["root"], state["history"].__getstate__()], started)
@@ -212,7 +247,14 @@ class ReadWriteServer:
                 self._recv = _recv_keyed
             self._front = self._router(self.config.write_client_uri)
             self._lock_socket = self._router(self.config.lock_uri)
+            if self.config.repl_uri:
+                replication_socket = self._router(self.config.repl_uri, REPLICA_DOMAIN)
+                self.replication.open(replication_socket, self.handler.store, self.config.db)
             self._read_queue = self._new_read_queue()
+            if self.config.metrics_port is not None:
+                self._metrics = MetricsEndpoint(
+                    self.config.metrics_host, self.config.metrics_port, self.handler.all_stats
+                )
         except BaseException:
             self._close_network()
             self.files.close()
@@ -247,12 +289,12 @@ class ReadWriteServer:
         self._read_queue = device
         log.warning("read queue restarted: its connections handshake again with the current keys")
 
-    def _router(self, uri: str) -> zmq.Socket:
+    def _router(self, uri: str, domain: str = CLIENT_DOMAIN) -> zmq.Socket:
         sock = self._context.socket(zmq.ROUTER)
         self._sockets.append(sock)
         sock.linger = 0
         if self._zap is not None:
-            secure(sock, self._zap.ring, CLIENT_DOMAIN)
+            secure(sock, self._zap.ring, domain)
         sock.bind(uri)
         return sock
 
@@ -292,10 +334,11 @@ class ReadWriteServer:
             who = "any read-write key" if self._zap is not None else "any client"
             log.warning("--allow-exec: %s can run Python code in this server", who)
         log.warning(
-            "pyzdb read-write server ready: writes %s, reads %s, lock %s, store %s, fsync %s",
+            "pyzdb read-write server ready: writes %s, reads %s, lock %s, replication %s, store %s, fsync %s",
             self.config.write_client_uri,
             self.config.read_client_uri,
             self.config.lock_uri,
+            self.config.repl_uri or "off",
             self.config.db,
             self.config.fsync,
         )
@@ -433,6 +476,7 @@ class ReadWriteServer:
         except OSError as exc:
             self._stop_unacknowledged(exc)
             return
+        self.replication.flush()
         for frames in replies:
             self._outbox.send(sock, frames)
 
@@ -479,6 +523,9 @@ class ReadWriteServer:
         for frames in self._workers.check():
             self._outbox.send(self._front, frames)
         self._outbox.prune()
+        self.replication.tick()
+        if self._metrics is not None:
+            self._metrics.tick()
         expired = self.handler.sessions.expire()
         if expired:
             log.info("forgot the write records of %d client(s) idle for a day", expired)
@@ -598,6 +645,8 @@ class ReadWriteServer:
             sock.close(linger=0)
         if self._read_queue is not None:
             self._read_queue.stop()
+        if self._metrics is not None:
+            self._metrics.close()
         self._context.term()
 
 

@@ -86,6 +86,12 @@ class Persistence:
         self._retry_wait = 0.0
         self._retry_at = 0.0
         """After a failed snapshot, no automatic one starts before this (monotonic) time."""
+        self.retain_bytes = 0
+        self.retain_seconds = 0.0
+        """Journals older than the snapshot are kept while they add up to at most ``retain_bytes``
+        and are younger than ``retain_seconds`` (the replication backlog); 0: deleted at once."""
+        self.on_rotate: Callable[[int], None] | None = None
+        """Called with the new generation each time a fresh journal takes the writes."""
 
     # --- start-up ----------------------------------------------------------------
 
@@ -270,6 +276,8 @@ class Persistence:
         generation = self.generation + 1
         writer = journal.JournalWriter(journal.journal_path(self.path, generation), generation)
         previous, self.writer, self.generation = self.writer, writer, generation
+        if self.on_rotate is not None:
+            self.on_rotate(generation)
         self.writes_since_snapshot = 0
         self._snapshot_started = time.monotonic()
         try:
@@ -279,9 +287,21 @@ class Persistence:
         return generation
 
     def _remove_journals_below(self, generation: int) -> None:
-        for gen, path in journal.journal_files(self.path):
-            if gen < generation:
-                path.unlink(missing_ok=True)
+        """Delete the journals a snapshot of ``generation`` covers, but those retained (newest first)."""
+        kept_bytes, now = 0, time.time()
+        for gen, path in reversed(journal.journal_files(self.path)):
+            if gen >= generation:
+                continue
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            kept_bytes += info.st_size
+            age = now - info.st_mtime
+            if self.retain_seconds > 0 and kept_bytes <= self.retain_bytes and age <= self.retain_seconds:
+                continue
+            path.unlink(missing_ok=True)
+            journal.start_path(path).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Sync and close the journal, release the store."""

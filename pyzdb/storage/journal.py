@@ -74,6 +74,11 @@ def journal_path(store: Path, generation: int) -> Path:
     return store.with_name(f"{store.name}.journal.{generation}")
 
 
+def start_path(journal: Path) -> Path:
+    """The side file beside a journal that records the replication position at its start (JSON)."""
+    return journal.with_name(journal.name + ".start")
+
+
 def journal_files(store: Path) -> list[tuple[int, Path]]:
     """Every journal file of ``store``, oldest generation first."""
     found = []

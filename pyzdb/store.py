@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -30,20 +31,41 @@ class ChangeLog:
     ``floor`` says up to which version the log no longer knows (a question
     about an older version answers "changed").  Undo, redo and exec change
     everything.
+
+    Marking costs a few microseconds a write, so the log marks only while
+    streams are being read: from the first ``page`` request (:meth:`watch`)
+    until ``WATCH_S`` seconds after the last one.  Otherwise it only counts,
+    and ``floor`` follows the version; a stream always starts with a page
+    that watches, so it only loses the answer "unchanged" if it pauses longer
+    than that between two pages.
     """
 
-    __slots__ = ("version", "floor", "limit", "_under", "_at")
+    __slots__ = ("version", "floor", "limit", "watching_until", "_under", "_at")
+
+    WATCH_S = 300.0
 
     def __init__(self, version: int = 0, limit: int = 100_000) -> None:
         self.version = version
         self.floor = version
         self.limit = limit
+        self.watching_until = 0.0
+        """Until when (``time.monotonic()``) writes are marked: some stream read a page recently."""
         self._under: OrderedDict[tuple, int] = OrderedDict()
         self._at: OrderedDict[tuple, int] = OrderedDict()
+
+    def watch(self) -> None:
+        """A stream read a page: mark the writes of the next ``WATCH_S`` seconds."""
+        self.watching_until = time.monotonic() + self.WATCH_S
 
     def record(self, patches: list) -> None:
         """A write made of ``patches`` was applied."""
         self.version += 1
+        if time.monotonic() > self.watching_until:  # nobody streams: count only
+            self.floor = self.version
+            if self._at:
+                self._under.clear()
+                self._at.clear()
+            return
         for patch in patches:
             kind, node = patch[0], patch[1]
             if kind == "object":
@@ -135,6 +157,7 @@ class Store:
         change to the value after it raises :class:`ChangedError`.
         """
         start, items, max_bytes = _page_arguments(path, start, items, max_bytes, since)
+        self.changes.watch()
         if since is not None and self.changes.changed_since(path, since):
             raise errors.ChangedError(
                 f"the value at {list(path)!r} changed since the stream's first page (version {since}; "

@@ -11,21 +11,8 @@ import pytest
 from helpers import ServerProcess
 from pyzdb import TimeSeries, errors
 from pyzdb.client import Connection
+from pyzdb.timeseries.calls import AGGREGATIONS
 
-AGGREGATIONS = [
-    "avg",
-    "sum",
-    "min",
-    "max",
-    "range",
-    "count",
-    "first",
-    "last",
-    "std.p",
-    "std.s",
-    "var.p",
-    "var.s",
-]
 NUMPY = {
     "avg": np.mean,
     "sum": np.sum,
@@ -247,6 +234,11 @@ def test_range_bounds(walk):
     )
     assert coll.range("w", "-", times[2]) == list(zip(times[:3].tolist(), values[:3].tolist(), strict=True))
     assert coll.range("w", times[-1] + 1) == []
+
+
+def test_every_aggregation_of_the_spec_is_offered():
+    """The server's aggregations are exactly the ones this file checks against numpy."""
+    assert set(AGGREGATIONS) == set(NUMPY) and len(AGGREGATIONS) == 12
 
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)

@@ -15,40 +15,23 @@ and of several commit messages come from it.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from _procs import free_port_base
+
 PER_BLOCK = 300
 WARMUP = 200
-
-
-def free_port_base(count: int = 6) -> int:
-    """A base port with ``count`` free ports above it on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        sockets = [socket.socket() for _ in range(count)]
-        try:
-            for offset, sock in enumerate(sockets):
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free ports")
 
 
 def start(tree: str, options: list[str]):
     """A server of ``tree`` on fresh files, and a connection to it holding 1,000 user records."""
     from pyzdb.client import Connection
 
-    folder, base = tempfile.mkdtemp(), free_port_base()
+    folder, base = tempfile.mkdtemp(), free_port_base(6)
     command = [sys.executable, "-m", "pyzdb", "server", "--db", f"{folder}/db.pkl", "--port-base", str(base)]
     env = dict(os.environ, PYTHONPATH=tree)
     process = subprocess.Popen(

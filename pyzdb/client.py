@@ -272,12 +272,12 @@ def client(
     client_key: str | os.PathLike | None = None,
 ) -> tuple[Root, Connection]:
     """Return ``(db, conn)``: the root reference and its connection (SPEC §3); see :func:`connect`."""
-    conn = Connection(
+    conn = connect(
         write_uri,
         read_uri,
         timeout,
-        memory_limit=memory_limit,
-        read_your_writes=read_your_writes,
+        memory_limit,
+        read_your_writes,
         server_key=server_key,
         client_key=client_key,
     )

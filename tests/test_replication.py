@@ -18,7 +18,7 @@ import zmq
 
 import pyzdb
 from helpers import STOP_TIMEOUT, ServerProcess, free_port_base, wait_until
-from pyzdb import errors, protocol
+from pyzdb import TimeSeries, codec, errors, protocol
 from pyzdb.client import Connection
 from pyzdb.server.replication import (
     ZERO_CHAIN,
@@ -28,6 +28,7 @@ from pyzdb.server.replication import (
     decode_copy,
     encode_copy,
 )
+from pyzdb.store import Store
 
 SYNC_TIMEOUT = 15.0
 
@@ -140,14 +141,78 @@ def test_position_from_the_network_is_checked():
 
 def test_copy_format_is_pyzdb_codec_not_pickle():
     root = {"a": (1, 2), "c": [b"raw", None, 2**80], 5: {"n": 1.5}}
-    data = encode_copy(root)
+    data = encode_copy(Store(root))
     assert not data.startswith(b"\x80")  # not a pickle
-    assert decode_copy(data) == root
+    assert decode_copy(data) == {"root": root, "version": 0}
     import pickle
 
-    for bad in (pickle.dumps(root), b'{"format":"pyzdb-copy-1","root":[1]}', b"{"):
+    for bad in (pickle.dumps(root), b'{"format":"pyzdb-copy-2","root":[1]}', b"{"):
         with pytest.raises(ValueError):
             decode_copy(bad)
+    assert decode_copy(b'{"format":"pyzdb-copy-1","root":{"a":1}}')["root"] == {"a": 1}  # older writers
+
+
+def _store_with_collections() -> Store:
+    store = Store({"plain": 1})
+    schema = {"order": "int", "level": "str", "mean": "float"}
+    store.write("ts", ("stars",), "create", kwargs={"schema": schema, "index": ["order", "level"]})
+    store.write("ts", ("free",), "create", kwargs={"retention": 10, "duplicate_policy": "sum"})
+    for i in range(5):
+        store.write("ts", ("stars",), "insert_ts", [f"s{i}", TimeSeries(range(i + 2), [i] * (i + 2))])
+        store.write("ts", ("stars",), "upsert_meta", [f"s{i}", {"order": i % 3, "level": "AB"[i % 2]}])
+    store.write("ts", ("free",), "upsert_meta", [7, {"tags": ["x", {"y": None}]}])
+    store.write("ts", ("free",), "add", [7, 1.0, 2.5])
+    return store
+
+
+def _collections_as_read(store: Store) -> dict:
+    reads = {"names": store.read("ts", (), "names")}
+    for name in reads["names"]:
+        reads[name] = {
+            pk: store.read("ts", (name,), "get", [pk])
+            for pk in sorted(store.timeseries.collection(name).rows, key=str)
+        }
+    reads["range"] = store.read("ts", ("stars",), "select", [{"order": {">=": 1}, "level": "A"}])
+    return reads
+
+
+def test_copy_carries_collections_and_their_indexes():
+    store = _store_with_collections()
+    store.write("set", ("plain",), args=[2])
+    copied = Store.from_state(decode_copy(encode_copy(store)), 10)
+    assert copied.root == {"plain": 2}
+    assert copied.changes.version == store.changes.version
+    assert repr(_collections_as_read(copied)) == repr(_collections_as_read(store))
+    assert copied.timeseries.collection("free").options == store.timeseries.collection("free").options
+    copied.write("ts", ("free",), "add", [7, 1.0, 1.5])  # the duplicate policy came along: sum
+    assert list(copied.read("ts", ("free",), "get", [7])["ts"].values) == [4.0]
+
+
+@pytest.mark.parametrize(
+    "tamper, why",
+    [
+        (lambda c: c[0].update(name=""), "cannot be empty"),
+        (lambda c: c[0]["options"].update(retention=-1), "retention"),
+        (lambda c: c[0]["options"].pop("index"), "options must name exactly"),
+        (lambda c: c[0]["rows"].append(["s1", {}, None]), "twice"),
+        (lambda c: c[0]["rows"][0].__setitem__(0, 1.5), "a pk must be"),
+        (lambda c: c[0]["rows"][0][1].update(order="many"), "is not a int"),
+        (lambda c: c[0]["rows"][0][1].update(colour=1), "not in the schema"),
+        (lambda c: c[0]["rows"][0].__setitem__(2, [1, 2]), "TimeSeries or null"),
+        (lambda c: c.append(c[0]), "twice in a copy"),
+    ],
+)
+def test_a_copy_with_bad_collections_is_refused(tamper, why):
+    from pyzdb.timeseries.portable import from_plain, to_plain
+
+    plain = to_plain(_store_with_collections().timeseries)
+    plain = [item for item in plain if item["name"] == "stars"] + [
+        item for item in plain if item["name"] != "stars"
+    ]
+    plain = codec.loads(codec.dumps(codec.encode(plain)))  # a deep copy, as it arrives
+    tamper(plain)
+    with pytest.raises(ValueError, match=why):
+        from_plain(plain)
 
 
 # --- real processes -----------------------------------------------------------------
@@ -589,17 +654,37 @@ def test_slowlog_names_the_op_never_the_data(tmp_path):
         writer.stop()
 
 
-def test_full_copy_of_a_store_with_collections_is_refused_clearly(writer, replica_path):
+def _collection_reads(uri: str) -> tuple:
+    with Connection(uri, timeout=5) as conn:
+        stars = conn.db.timeseries("stars")
+        return conn.call("ts", (), "names"), stars.select({"order": {">=": 1}}, fields=[]), stars.get("a")
+
+
+def test_full_copy_carries_time_series_collections(writer, replica_path):
     with Connection(writer.write_uri, timeout=5) as conn:
         conn.db["plain"] = 1
-        conn.db.timeseries("temps")
+        stars = conn.db.timeseries("stars", schema={"order": int}, index=["order"])
+        for i, pk in enumerate("abc"):
+            stars.insert_ts(pk, TimeSeries([0, 1, 2], [i, i + 1, i + 2]))
+            stars.upsert_meta(pk, {"order": i})
+        conn.db.timeseries("empty")
     replica = Replica(replica_path, writer).start()
     try:
-        wait_until(lambda: "cannot send a full copy" in replica.log(), 10)
-        assert "refused: the store holds time-series collections" in writer.log()
-        assert replica.root() == {}  # it goes on serving what it has
-        with Connection(replica.direct_uri, timeout=5) as conn:
-            assert conn.db.stats()["replication"]["position"]["count"] == 0
+        _wait_synced(replica, writer)
+        assert repr(_collection_reads(replica.direct_uri)) == repr(_collection_reads(writer.write_uri))
+        with Connection(writer.write_uri, timeout=5) as conn:
+            conn.db.timeseries("stars").add("a", 3, 9.0)  # and the records after the copy apply to it
+            conn.db.timeseries("stars").upsert_meta("c", {"order": 5})
+        wait_until(
+            lambda: repr(_collection_reads(replica.direct_uri)) == repr(_collection_reads(writer.write_uri)),
+            10,
+        )
+        assert writer.log().count("sending a full copy") == 1
+    finally:
+        replica.stop()
+    replica.start()  # the copy was saved as the replica's own snapshot, collections and all
+    try:
+        assert repr(_collection_reads(replica.direct_uri)) == repr(_collection_reads(writer.write_uri))
     finally:
         replica.stop()
 

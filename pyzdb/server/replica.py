@@ -420,15 +420,15 @@ class ReplicaServer:
         if len(data) != copy["size"] or hashlib.blake2b(data, digest_size=32).hexdigest() != copy["digest"]:
             raise StreamError("full copy fails its size or digest check", copy=True)
         try:
-            root = decode_copy(data)
+            state = decode_copy(data)
         except ValueError as exc:
             raise StreamError(str(exc), copy=True) from None
-        self._adopt(root, copy["position"])
+        self._adopt(state, copy["position"])
 
-    def _adopt(self, root: dict, position: Position) -> None:
+    def _adopt(self, state: dict, position: Position) -> None:
         """Replace the store with a checked full copy, and make it this replica's snapshot."""
         started = time.perf_counter()
-        handler = self._handler(Store(root, self.config.undo_limit), Sessions())
+        handler = self._handler(Store.from_state(state, self.config.undo_limit), Sessions())
         old = self.handler, self.position
         self.handler, self.position = handler, position
         try:

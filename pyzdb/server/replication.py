@@ -24,12 +24,13 @@ Full copy
     snapshot's bytes: it is the tree encoded with pyzdb's own value codec (the
     JSON with ``$`` tags that every request and reply uses), in chunks, with
     its size and BLAKE2b digest announced first and checked before anything
-    is decoded.  The undo history and the dedup table are not copied: the
-    replica refuses writes, and a later ``undo`` record that reaches back
-    before the copy fails on the replica, which then asks for a fresh copy
-    (see ``pyzdb.server.replica``).  Time-series collections and stored files
-    are not copied (a store holding collections can only be followed from its
-    start); the replica is told why and keeps its old state.
+    is decoded.  Time-series collections travel the same way, as plain values
+    (``pyzdb.timeseries.portable``), checked as writes would be.  The undo
+    history and the dedup table are not copied: the replica refuses writes,
+    and a later ``undo`` record that reaches back before the copy fails on the
+    replica, which then asks for a fresh copy (see ``pyzdb.server.replica``).
+    Stored files are copied as references: their content stays on the
+    writer's disk.
 
 Messages (multipart; the first frame names the kind, the second is a small JSON
 object; replica → writer: ``HELLO``, ``CREDIT``; writer → replica:
@@ -78,7 +79,9 @@ MAX_PEERS = 100
 """Most replicas served at once (each HELLO from a new one beyond is refused)."""
 COPY_KEEP_S = 60.0
 """A finished full copy is kept this long for other replicas that need one."""
-COPY_FORMAT = "pyzdb-copy-1"
+COPY_FORMAT = "pyzdb-copy-2"
+COPY_FORMATS = ("pyzdb-copy-1", COPY_FORMAT)
+"""Formats a replica takes: 1 was the tree alone, 2 adds the collections and the version."""
 ZERO_CHAIN = bytes(16)
 ZMTP_HEARTBEAT_MS = 1000
 ZMTP_HEARTBEAT_TIMEOUT_MS = 3000
@@ -146,20 +149,48 @@ def parse_body(frames: list[bytes], limit: int = 1 << 20) -> dict:
     return body
 
 
-def encode_copy(root: dict) -> bytes:
-    """The full copy of a tree, in pyzdb's codec (never pickle)."""
-    return codec.dumps({"format": COPY_FORMAT, "root": codec.encode(root, "the store")})
+def encode_copy(store: Any) -> bytes:
+    """The full copy of a store (its tree, collections and version), in pyzdb's codec (never pickle)."""
+    state = store.state()
+    copy = {
+        "format": COPY_FORMAT,
+        "root": codec.encode(state["root"], "the store"),
+        "version": state["version"],
+    }
+    registry = state["timeseries"]
+    if registry is not None and registry.collections:
+        from pyzdb.timeseries.portable import to_plain  # numpy: only for stores that use collections
+
+        copy["timeseries"] = codec.encode(to_plain(registry), "the collections")
+    return codec.dumps(copy)
 
 
 def decode_copy(data: bytes) -> dict:
-    """The tree of a full copy (already checked against its digest); ``ValueError`` if malformed."""
+    """The store state of a full copy (already checked against its digest); ``ValueError`` if malformed.
+
+    The state has ``root``, ``version`` and, when the writer had collections,
+    ``timeseries`` (a checked ``Registry``), as ``Store.from_state`` takes it.
+    Copies of the first format (a tree alone) still decode.
+    """
     try:
         copy = codec.loads(data)
     except Exception as exc:  # ProtocolError and friends: one clear reason
         raise ValueError(f"full copy does not decode: {exc}") from None
-    if not isinstance(copy, dict) or copy.get("format") != COPY_FORMAT or type(copy.get("root")) is not dict:
+    if (
+        not isinstance(copy, dict)
+        or copy.get("format") not in COPY_FORMATS
+        or type(copy.get("root")) is not dict
+    ):
         raise ValueError(f"full copy is not in the {COPY_FORMAT} format")
-    return copy["root"]
+    version = copy.get("version", 0)
+    if type(version) is not int or version < 0:
+        raise ValueError("full copy with a bad version")
+    state = {"root": copy["root"], "version": version}
+    if "timeseries" in copy:
+        from pyzdb.timeseries.portable import from_plain
+
+        state["timeseries"] = from_plain(copy["timeseries"])
+    return state
 
 
 def configure_link_socket(sock: zmq.Socket) -> None:
@@ -190,7 +221,7 @@ class CopyJob:
             try:
                 _die_with_parent(parent)
                 os.nice(10)
-                data = encode_copy(store.root)
+                data = encode_copy(store)
                 with open(self.path, "wb") as handle:
                     handle.write(data)
             except BaseException as exc:  # noqa: BLE001 - report and exit, whatever it was
@@ -526,11 +557,6 @@ class ReplicationSource:
             "diverged (chain mismatch)" if self.backlog.chain_at(position.count) != position.chain else
             "asked for one"
         )  # fmt: skip
-        refusal = self._copy_refusal()
-        if refusal is not None:
-            log.error("replica %s needs a full copy (%s), refused: %s", peer.name, why, refusal)
-            self._refuse(peer, refusal)
-            return
         log.warning("replica %s needs a full copy (replica %s)", peer.name, why)
         peer.copy, peer.waiting = None, True
         # A replica that asked for a copy could not apply record count+1 (an undo that
@@ -595,12 +621,6 @@ class ReplicationSource:
                     continue
                 self._give_copy(peer, count, messages)
                 self._pump(peer)
-
-    def _copy_refusal(self) -> str | None:
-        registry = getattr(self._store, "_timeseries", None)
-        if registry is not None and registry.collections:
-            return "the store holds time-series collections, which a full copy does not carry yet"
-        return None
 
     def _pump(self, peer: Peer) -> None:
         """Send what ``peer`` has credit for: the rest of its copy, then records."""

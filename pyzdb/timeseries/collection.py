@@ -147,6 +147,14 @@ class Collection:
         self._similarity: Any = None
         self._rebuild_indexes()
 
+    @classmethod
+    def with_rows(cls, name: str, options: dict, rows: dict[Any, Row]) -> Collection:
+        """A collection holding ``rows`` (pk -> :class:`Row`), its indexes built from them."""
+        coll = cls(name, options)
+        coll.rows = rows
+        coll._rebuild_indexes()
+        return coll
+
     @property
     def schema(self) -> dict | None:
         """Field name -> type name, or ``None`` for a collection that takes any field."""

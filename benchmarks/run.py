@@ -27,7 +27,12 @@ skips what is missing), then measures, on 127.0.0.1 and free ports:
    small reads while ``similar`` runs;
 6. aio: one asyncio connection with 64 reads in flight against the sync
    client and redis.asyncio, a batch of 1,000 sets against a Redis pipeline,
-   and streaming a 10M-int list against a plain ``_run()`` (benchmarks/_aio.py).
+   and streaming a 10M-int list against a plain ``_run()`` (benchmarks/_aio.py);
+7. replication (``_replication.py``): a replica's lag at 1,000 writes/s, its
+   catch-up after a 10 s partition (through ``tests/relay.py``), a full copy
+   of a 1M-entry store against copying and loading the snapshot file, and
+   the small-read median with request statistics against a server without
+   them (``_nostats_server.py``).
 
 It prints the table (stdout; progress goes to stderr), writes
 ``benchmarks/results/latest.json`` and draws ``docs/performance.png``
@@ -57,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import _aio  # noqa: E402
 import _procs  # noqa: E402
+import _replication  # noqa: E402
 import _report  # noqa: E402
 import _setup  # noqa: E402
 import _similarity  # noqa: E402
@@ -475,6 +481,7 @@ SECTIONS = {
     "timeseries": _timeseries.timeseries_section,
     "aio": aio_section,
     "similarity": _similarity.similarity_section,
+    "replication": _replication.replication_section,
 }
 
 
@@ -556,7 +563,10 @@ def finish(results: dict, args: argparse.Namespace, can_chart: bool, wall: float
     results["meta"]["load_after"] = os.getloadavg()[0]
     results["meta"]["wall_s"] = wall
     results["targets"] = (
-        _report.targets(results) + _timeseries.targets(results) + _similarity.targets(results)
+        _report.targets(results)
+        + _timeseries.targets(results)
+        + _similarity.targets(results)
+        + _replication.targets(results)
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=1))

@@ -29,6 +29,7 @@ from pyzdb.server.replication import (
     encode_copy,
 )
 from pyzdb.store import Store
+from relay import Relay
 
 SYNC_TIMEOUT = 15.0
 
@@ -697,81 +698,6 @@ def test_a_replica_from_the_start_follows_collections(writer, replica):
         conn.db.timeseries("temps")
     with Connection(replica.direct_uri, timeout=5) as conn:
         wait_until(lambda: "temps" in conn.call("ts", (), "names"), 10)
-
-
-class Relay:
-    """A TCP relay between a replica and its writer that the test can stall and cut."""
-
-    def __init__(self, target_port: int) -> None:
-        import socket
-
-        self.target = ("127.0.0.1", target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.stalled = threading.Event()
-        self.closing = threading.Event()
-        self._lock = threading.Lock()
-        self._links: list = []
-        self._accepter = threading.Thread(target=self._accept, daemon=True)
-        self._accepter.start()
-
-    def _accept(self) -> None:
-        import socket
-
-        while not self.closing.is_set():
-            try:
-                inbound, _ = self.listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            try:
-                outbound = socket.create_connection(self.target, timeout=2)
-            except OSError:
-                inbound.close()
-                continue
-            with self._lock:
-                self._links += [inbound, outbound]
-            for source, sink in ((inbound, outbound), (outbound, inbound)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source, sink) -> None:
-        source.settimeout(0.1)
-        while not self.closing.is_set():
-            if self.stalled.is_set():
-                time.sleep(0.05)  # bytes wait in the kernel's buffers, as on a stalled link
-                continue
-            try:
-                data = source.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            try:
-                sink.sendall(data)
-            except OSError:
-                break
-        for sock in (source, sink):
-            sock.close()
-
-    def cut(self) -> None:
-        """Break every connection through the relay (new ones are accepted again)."""
-        with self._lock:
-            links, self._links = self._links, []
-        for sock in links:
-            try:
-                sock.shutdown(2)
-            except OSError:
-                pass
-            sock.close()
-
-    def close(self) -> None:
-        """Stop relaying."""
-        self.closing.set()
-        self.cut()
-        self._accepter.join(5)
-        self.listener.close()
 
 
 def test_link_stalls_and_breaks_through_a_relay(writer, replica_path):

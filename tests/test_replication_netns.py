@@ -64,9 +64,13 @@ print(json.dumps(result, default=repr))
 """A client run inside a namespace: ``ACTION URI [ARGS]``; prints the result as JSON."""
 
 
+IP = shutil.which("ip", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+"""iproute2's ``ip``, also where a PATH without the sbin folders would miss it."""
+
+
 def ip(*args: str) -> None:
     """Run ``ip ARGS`` (bounded); ``CalledProcessError`` with its stderr if it fails."""
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=IP_TIMEOUT)
+    subprocess.run([IP, *args], check=True, capture_output=True, text=True, timeout=IP_TIMEOUT)
 
 
 @dataclass
@@ -114,7 +118,7 @@ class NamespacePair:
     def remove(self) -> None:
         """Delete both namespaces (and with them the veth pair); never raises."""
         for namespace in (self.writer_ns, self.replica_ns):
-            subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=IP_TIMEOUT)
+            subprocess.run([IP, "netns", "del", namespace], capture_output=True, timeout=IP_TIMEOUT)
 
     def set_link(self, side: str, up: bool) -> None:
         """Bring the ``"writer"`` or ``"replica"`` end of the veth pair up or down."""
@@ -130,14 +134,14 @@ class NamespacePair:
 
 def in_namespace(namespace: str) -> list[str]:
     """The command prefix that runs a command inside ``namespace``."""
-    return ["ip", "netns", "exec", namespace]
+    return [IP, "netns", "exec", namespace]
 
 
 def _why_namespaces_are_unavailable() -> str | None:
     """None if this machine lets us make a namespace pair and run Python inside it; else why not."""
     if os.geteuid() != 0:
         return "network namespace tests need root (ip netns add)"
-    if shutil.which("ip") is None:
+    if IP is None:
         return "network namespace tests need the ip command (Debian package iproute2)"
     probe = NamespacePair.unique()
     try:
@@ -277,3 +281,18 @@ def test_read_through_the_writers_read_queue_is_served_by_the_replica(net, write
     wait_replica_equals(net, replica, expected)
     assert client(net.writer_ns, "ping", writer.read_uri)["pid"] == replica.pid
     assert client(net.writer_ns, "root", writer.read_uri) == expected
+
+
+def test_an_outage_long_enough_for_the_writer_to_forget_the_replica_still_resumes(net, writer, replica):
+    before = write(net, writer, "before", 20)
+    wait_replica_equals(net, replica, before)
+    net.set_link("replica", up=False)
+    try:
+        during = write(net, writer, "during", 20)
+        wait_until(lambda: "link lost (silent for" in writer.log(), 15.0, 0.1)  # the writer forgot it
+        assert replica_root(net, replica) == before
+    finally:
+        net.set_link("replica", up=True)
+    wait_replica_equals(net, replica, during)
+    assert writer.log().count("sending a full copy") == 1, "resumed from the backlog, no second copy"
+    assert "up, at record 20" in replica.log()

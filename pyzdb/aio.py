@@ -255,6 +255,7 @@ class Connection:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         retry_interval: float = RETRY_INTERVAL,
         memory_limit: int | None = None,
+        read_your_writes: bool = False,
     ) -> None:
         if type(max_in_flight) is not int or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be a positive integer, not {max_in_flight!r}")
@@ -263,7 +264,7 @@ class Connection:
         self.timeout = float(timeout)
         self.retry_interval = float(retry_interval)
         self.max_in_flight = max_in_flight
-        self._state = protocol.ClientState(memory_limit)
+        self._state = protocol.ClientState(memory_limit, read_your_writes)
         self.client_id = self._state.client_id
         self._context = zmq.asyncio.Context()
         self._write = _Channel(self._context, write_uri, memory_limit)
@@ -299,7 +300,14 @@ class Connection:
 
     async def _request(self, outgoing: protocol.Outgoing) -> Any:
         channel, entry, deadline = await self._submit(outgoing)
-        return protocol.reply_result(await self._reply(channel, entry, deadline, outgoing.write))
+        try:
+            return self._state.result_of(await self._reply(channel, entry, deadline, outgoing.write))
+        except errors.ReplicaBehindError:
+            if channel is self._write:
+                raise
+        # a replica behind this connection's writes (read_your_writes): the writer answers
+        channel, entry, deadline = await self._submit(outgoing, self._write)
+        return self._state.result_of(await self._reply(channel, entry, deadline, outgoing.write))
 
     async def _submit(
         self, outgoing: protocol.Outgoing, channel: _Channel | None = None
@@ -310,7 +318,7 @@ class Connection:
         release = await self._take_slots(outgoing.write, deadline)
         self._check_open(release)
         channel = channel or self._lock or (self._write if outgoing.write else self._read)
-        frames = self._state.stamp(outgoing)
+        frames = self._state.stamp(outgoing, channel is self._read and channel is not self._write)
         entry = _Entry(outgoing.id, frames, release)
         channel.submit(entry)
         return channel, entry, deadline
@@ -577,10 +585,16 @@ def connect(
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     retry_interval: float = RETRY_INTERVAL,
     memory_limit: int | None = None,
+    read_your_writes: bool = False,
 ) -> Connection:
     """Open an asyncio connection (no I/O until the first request); ``async with`` closes it.
 
     With ``memory_limit``, a reply longer than that many bytes is not sent:
-    the call raises ``TooLargeError`` and the connection goes on.
+    the call raises ``TooLargeError`` and the connection goes on.  With
+    ``read_your_writes``, reads through ``read_uri`` always see this
+    connection's acknowledged writes, as with the sync client (SPEC §12): a
+    replica behind them answers ``ReplicaBehindError`` and the writer is asked.
     """
-    return Connection(write_uri, read_uri, timeout, max_in_flight, retry_interval, memory_limit)
+    return Connection(
+        write_uri, read_uri, timeout, max_in_flight, retry_interval, memory_limit, read_your_writes
+    )

@@ -45,6 +45,9 @@ KEYDIR/replicas (read-only servers); SIGHUP reads them again
 (docs/security.md).
   pyzdb-server --curve keys --host 0.0.0.0
   pyzdb-server -ro --curve keys --client-key keys/private/ro1.key_secret
+  pyzdb-server -ro --primary tcp://writer:5563 --read-bind tcp://0.0.0.0:5561 \
+      --curve keys --client-key keys/private/ro1.key_secret
+                                     a replica under CURVE serving its own read port
 """
 
 
@@ -192,7 +195,11 @@ def _replication_options(parser: argparse.ArgumentParser) -> None:
         "keeping its own store file (--db)",
     )
     group.add_argument(
-        "--read-bind", metavar="URI", help="with --primary: also serve reads directly on this address"
+        "--read-bind",
+        metavar="URI",
+        help="with --primary: also serve reads directly on this address "
+        "(under CURVE it needs --curve KEYDIR with the writer's server.key_secret, "
+        "and checks its clients' keys)",
     )
     group.add_argument(
         "--metrics-port",
@@ -229,7 +236,14 @@ def _apply_replication(
         parser.error("--primary and --read-bind are options of a replica: add -ro")
     if args.read_bind and not args.primary:
         parser.error("--read-bind needs --primary")
+    if args.read_bind and args.client_key and not args.curve:
+        parser.error(
+            "--read-bind under CURVE needs --curve KEYDIR (a copy of the writer's key folder, with "
+            "server.key_secret), so that its clients are checked as on the writer"
+        )
     config.primary, config.read_bind = args.primary, args.read_bind
+    if args.read_bind:
+        config.curve = args.curve  # a replica's own read port is a server socket: CURVE it like the writer's
     config.metrics_port, config.metrics_host = args.metrics_port, args.metrics_host
     if args.slowlog_ms < 0:
         parser.error("--slowlog-ms cannot be negative")

@@ -198,12 +198,6 @@ def decode_reply(raw: bytes) -> tuple[Any, Any]:
     return reply.get("id"), reply_result(reply)
 
 
-def decode_reply_position(raw: bytes) -> tuple[Any, Any, Any]:
-    """Return ``(id, result, position)`` of a reply (position: ``None`` unless asked), or raise its error."""
-    reply = parse_reply(raw)
-    return reply.get("id"), reply_result(reply), reply.get("pos")
-
-
 class ClientState:
     """What a client connection keeps between requests, whatever its transport (no I/O).
 
@@ -281,7 +275,12 @@ class ClientState:
     def result(self, raw: bytes) -> Any:
         """The result of a reply (or raise its error), noting the writer's position it carries."""
         self.check_size(raw)
-        _, result, position = decode_reply_position(raw)
+        return self.result_of(parse_reply(raw))
+
+    def result_of(self, reply: dict) -> Any:
+        """The result of a reply parsed by :func:`parse_reply` (or raise its error), noting its position."""
+        result = reply_result(reply)
+        position = reply.get("pos")
         if type(position) is list and len(position) == 2 and type(position[1]) is int:
             known = self.position
             if known is None or position[0] != known[0] or position[1] > known[1]:

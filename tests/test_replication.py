@@ -5,6 +5,7 @@ Every process is stopped by its PID; every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -12,13 +13,14 @@ import signal
 import threading
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 import zmq
 
 import pyzdb
 from helpers import STOP_TIMEOUT, ServerProcess, free_port_base, wait_until
-from pyzdb import TimeSeries, codec, errors, protocol
+from pyzdb import TimeSeries, aio, codec, errors, protocol
 from pyzdb.client import Connection
 from pyzdb.server.replication import (
     ZERO_CHAIN,
@@ -438,7 +440,7 @@ def test_replica_checks_records_and_copies_before_applying(writer, replica_path)
         replica.start()
         identity, hello = fake.hello()
         session = hello["session"]
-        data = encode_copy({"x": 1})
+        data = encode_copy(Store({"x": 1}))
         meta = {"session": session, "position": Position("hist", 0).to_json(), "size": len(data)}
         fake.send(identity, b"COPY", {**meta, "digest": "0" * 64, "chunks": 1})
         fake.send(identity, b"CHUNK", {"session": session, "index": 0}, data)
@@ -562,9 +564,21 @@ def test_read_your_writes_falls_back_to_the_writer(writer, replica_path):
         with Connection(writer.write_uri, writer.read_uri, timeout=5, read_your_writes=True) as conn:
             conn.db["x"] = 2
             assert conn.db["x"]._run() == 2  # refused by the replica, answered by the writer
+        assert asyncio.run(_aio_reads_its_write(writer)) == 3
     finally:
         replica.stop()
         fake.close()
+
+
+async def _aio_reads_its_write(writer: ServerProcess) -> int:
+    """The asyncio client with read_your_writes, against a replica that is behind forever."""
+    async with aio.connect(writer.write_uri, writer.read_uri, timeout=5) as plain:
+        await plain.db["y"]._set(1)
+        with pytest.raises(errors.ServerKeyError):
+            await plain.db["y"]  # the replica does not have it
+    async with aio.connect(writer.write_uri, writer.read_uri, timeout=5, read_your_writes=True) as conn:
+        await conn.db["y"]._set(3)
+        return await conn.db["y"]  # refused by the replica, answered by the writer
 
 
 def _scrape(port: int) -> dict:
@@ -720,3 +734,32 @@ def test_link_stalls_and_breaks_through_a_relay(writer, replica_path):
     finally:
         replica.stop()
         relay.close()
+
+
+def test_exec_starts_a_new_history_and_replicas_take_a_full_copy(tmp_path, replica_path):
+    writer = ServerProcess(tmp_path / "writer" / "db.pkl", None, "-v", "--allow-exec")
+    writer.db.parent.mkdir()
+    writer.start()
+    replica = Replica(replica_path, writer)
+    try:
+        _write(writer, 5, "before")
+        replica.start()
+        _wait_synced(replica, writer)
+        with Connection(writer.write_uri, timeout=5) as conn:
+            old = conn.db.stats()["replication"]["position"]["history"]
+            conn.call("exec", (), args=["db['by_exec'] = [1, 2]"])  # no journal record for this
+            assert conn.db.stats()["replication"]["position"] == {**Position(None).to_json(), "history": ANY}
+            conn.db["after"] = 1
+            new = conn.db.stats()["replication"]["position"]["history"]
+        assert new != old
+        _wait_synced(replica, writer)
+        assert replica.root()["by_exec"] == [1, 2]
+        assert writer.log().count("sending a full copy") == 2
+        writer.stop()
+        writer.start()  # the new history survives the restart: the replica resumes, no third copy
+        _write(writer, 3, "restarted")
+        _wait_synced(replica, writer)
+        assert writer.log().count("sending a full copy") == 2
+    finally:
+        replica.stop()
+        writer.stop()

@@ -22,7 +22,7 @@ import pexpect
 import pytest
 import zmq
 
-from helpers import ROOT, ServerProcess, child_env, free_port_base, python_command
+from helpers import ROOT, ServerProcess, child_env, free_port_base, python_command, wait_until
 from metrics_helpers import GatewayProcess, exchange
 from pyzdb import errors
 from pyzdb.client import Connection
@@ -549,3 +549,35 @@ def test_the_prompts_take_keys(tmp_path, keydir):
             assert conn.db["x"]._run() == 5
     finally:
         proc.stop()
+
+
+def test_a_replica_under_curve_follows_the_writer_and_checks_its_own_readers(
+    tmp_path, server, keydir, outsider
+):
+    folder = tmp_path / "replica"
+    folder.mkdir()
+    read_port = free_port_base(1)
+    direct = f"tcp://127.0.0.1:{read_port}"
+    secret = str(keydir / "private" / "ro1.key_secret")
+    common = ["--primary", f"tcp://127.0.0.1:{server.port_base + 5}", "--read-bind", direct]
+    ro = ServerProcess(
+        folder / "replica.pkl", server.port_base, *common, "--curve", str(keydir), "--client-key", secret,
+        read_only=True,
+    )  # fmt: skip
+    with Connection(server.write_uri, timeout=5, **keys_of(keydir, "alice")) as conn:
+        conn.db["x"] = "over curve"
+    ro.start()
+    try:
+        for name in ("alice", "bob"):  # any client key of the folder reads on the replica's own port
+            with Connection(direct, timeout=5, **keys_of(keydir, name)) as conn:
+                wait_until(lambda: conn.call("get", ()) == {"x": "over curve"}, 10)
+        for keys in ({}, keys_of(outsider, "eve", keydir), keys_of(keydir, "ro1")):
+            with Connection(direct, timeout=REFUSED_WAIT, retry_interval=0.5, **keys) as conn:
+                refused(conn)
+        assert "without --curve" not in ro.log()
+    finally:
+        ro.stop()
+    plain = ServerProcess(folder / "replica.pkl", server.port_base, *common, "--server-key",
+                          str(keydir / "server.key"), "--client-key", secret, read_only=True)  # fmt: skip
+    with pytest.raises(RuntimeError, match="--read-bind under CURVE needs --curve KEYDIR"):
+        plain.start()

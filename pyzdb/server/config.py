@@ -39,7 +39,10 @@ class ServerConfig:
     import_dirs: tuple[str, ...] = ()
     """Folders ``File("/path")`` may move files from (``--import-dir``, SPEC §4); none by default."""
     curve: str | None = None
-    """Key folder (``--curve``): CURVE on every bound socket, keys checked by role (SPEC §11)."""
+    """Key folder (``--curve``): CURVE on every bound socket, keys checked by role (SPEC §11).
+
+    A replica binds only ``read_bind``: with it, its clients are checked against the same folder.
+    """
     server_key: str | None = None
     """Read-only server under CURVE: the server's public key file (``--server-key``)."""
     client_key: str | None = None

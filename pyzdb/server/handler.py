@@ -74,6 +74,8 @@ class Handler:
         """Requests that take longer are logged (the slowlog; op and path depth, never arguments)."""
         self.position: Callable[[], tuple[str | None, int]] | None = None
         """``(history, count)`` of the writes this store holds, if it knows (read-your-writes)."""
+        self.unjournaled: Callable[[], None] | None = None
+        """Called when ``exec`` may have changed the store outside the journal, before the snapshot."""
         self.stats_sections: Callable[[], dict] | None = None
         """The server's further ``stats`` sections (persistence, replication), if it has any."""
 
@@ -278,6 +280,8 @@ class Handler:
             raise errors.ExecError(f"{type(exc).__name__}: {exc}") from None
         finally:
             self.store.changes.everything()
+            if self.unjournaled is not None:
+                self.unjournaled()
             if self._save is not None:
                 self.save()  # exec bypasses the journal: persist whatever it changed now
         return output

@@ -30,7 +30,8 @@ from typing import Any
 import zmq
 
 from pyzdb.keys import client_keys
-from pyzdb.server.config import ServerConfig, connectable
+from pyzdb.server.auth import CLIENT_DOMAIN, ZapHandler, secure
+from pyzdb.server.config import ServerConfig, connectable, is_loopback
 from pyzdb.server.handler import Handler
 from pyzdb.server.prometheus import MetricsEndpoint
 from pyzdb.server.replication import (
@@ -109,6 +110,7 @@ class ReplicaServer:
         self._link: zmq.Socket | None = None
         self._readers: list[zmq.Socket] = []
         self._metrics: MetricsEndpoint | None = None
+        self._zap: ZapHandler | None = None
 
     # --- start-up ------------------------------------------------------------------
 
@@ -182,8 +184,7 @@ class ReplicaServer:
             self._readers.append(reader)
             reader.connect(connectable(self.config.read_server_uri))
             if self.config.read_bind:
-                self._readers.append(self._socket(zmq.REP))
-                self._readers[1].bind(self.config.read_bind)
+                self._readers.append(self._read_bind_socket())
             if self.config.metrics_port is not None:
                 port, host = self.config.metrics_port, self.config.metrics_host
                 self._metrics = MetricsEndpoint(host, port, lambda: self.handler.all_stats())
@@ -191,6 +192,20 @@ class ReplicaServer:
             self._close_network()
             self.files.close()
             raise
+
+    def _read_bind_socket(self) -> zmq.Socket:
+        """The REP of ``--read-bind``: under ``--curve``, only the folder's client keys reach it."""
+        sock = self._socket(zmq.REP)
+        if self.config.curve is not None:
+            self._zap = ZapHandler(self._context, self.config.curve)
+            secure(sock, self._zap.ring, CLIENT_DOMAIN)
+        elif not is_loopback(self.config.read_bind):
+            log.warning(
+                "serving reads on %s without --curve: anyone who reaches it can read the store",
+                self.config.read_bind,
+            )
+        sock.bind(self.config.read_bind)
+        return sock
 
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self._context.socket(kind)
@@ -466,6 +481,8 @@ class ReplicaServer:
                 sock.close(linger=0)
         if self._metrics is not None:
             self._metrics.close()
+        if self._zap is not None:
+            self._zap.stop()
         if self._context is not None:
             self._context.term()
 

@@ -386,6 +386,8 @@ def retained_records(db: Path, generation: int, position: Position) -> tuple[Pos
     for index, path in enumerate(run):
         try:
             start = Position.from_json(json.loads(journal.start_path(path).read_text()))
+            if start.history != position.history:
+                continue  # written before the store began its history (an exec): not part of it
             records = [raw for older in run[index:] for raw in journal.scan(older, newest=False).records]
         except (OSError, ValueError, journal.CorruptJournalError) as exc:
             log.info("kept journal %s not used for the backlog: %s", path, exc)
@@ -423,6 +425,28 @@ class ReplicationSource:
     def record(self, payload: bytes) -> None:
         """A record was just journaled (called for every one, also while recovering)."""
         self.backlog.append(payload)
+
+    def new_history(self, why: str) -> None:
+        """Begin a new history: the store changed outside the journal (exec), so no record leads to it.
+
+        Every replica is told to start again (``RESYNC``); its position is then of
+        another history, and it takes a full copy.  Call before the snapshot that
+        keeps the change, so that the snapshot starts the new history.
+        """
+        old = self.backlog.head
+        self.backlog = Backlog(Position(new_history()), self.backlog.limit_bytes)
+        self._copy_cache = None
+        log.warning(
+            "%s: new replication history %s after record %d of %s; replicas take a full copy",
+            why,
+            self.backlog.head.history,
+            old.count,
+            old.history,
+        )
+        if self.sock is not None:
+            for peer in self.peers.values():
+                self.sock.send_multipart([peer.identity, *message(b"RESYNC", {})], zmq.NOBLOCK)
+        self.peers.clear()
 
     def open(self, sock: zmq.Socket, store: Any, db: str | os.PathLike) -> None:
         """Start serving replicas on the bound ROUTER ``sock``, copying ``store`` (kept in ``db``)."""
@@ -611,6 +635,8 @@ class ReplicationSource:
         if messages is None:
             return
         self._copy_job = None
+        if job.position.history != self.backlog.head.history:
+            return  # made before a new history began: it leads nowhere now
         count = job.position.count
         self._copy_cache, self._copy_made = (count, messages), time.monotonic()
         for peer in self.peers.values():

@@ -137,6 +137,7 @@ class ReadWriteServer:
         self.lock = Lock(config.lock_timeout)
         self.handler.stats_sections = self._stats_sections
         self.handler.position = self._position
+        self.handler.unjournaled = lambda: self.replication.new_history("exec changed the store")
         self.handler.slow_ns = int(config.slowlog_ms * 1e6)
         self._stopping = False
         self._exit_code = 0

@@ -153,6 +153,12 @@ def test_copy_format_is_pyzdb_codec_not_pickle():
         with pytest.raises(ValueError):
             decode_copy(bad)
     assert decode_copy(b'{"format":"pyzdb-copy-1","root":{"a":1}}')["root"] == {"a": 1}  # older writers
+    for plain in (
+        {"s": "\ud800 lone", "f": 0.1, "l": list(range(40))},
+        {"n": 2**60},
+        {"records": [{"a": 1}] * 20},
+    ):
+        assert decode_copy(encode_copy(Store(plain)))["root"] == plain  # untagged copies parse with orjson
 
 
 def _store_with_collections() -> Store:
@@ -543,8 +549,19 @@ def test_read_your_writes_through_the_read_queue(writer, replica):
             assert conn.db["mine"]._run() == i
         assert conn.position is not None and conn.position[1] == 200
         assert conn.call("ping")["pid"] == replica.pid  # the reads did go to the replica
+    with Connection(writer.write_uri, timeout=5) as conn:
+        # a replica a record behind waits for it rather than send the read to the writer
+        assert conn.db.stats()["requests"]["by_op"].get("get", 0) < 20
     with Connection(replica.direct_uri, timeout=5) as conn:
-        ahead = {"v": 1, "op": "get", "path": ["mine"], "id": 1, "after": ["nope", 1]}
+        history, count = conn.db.stats()["replication"]["position"]["history"], 200
+        waited = conn.db.stats()["replication"]["reads_waited"]
+        ahead = {"v": 1, "op": "get", "path": ["mine"], "id": 1, "after": [history, count + 1000]}
+        started = time.monotonic()
+        with pytest.raises(errors.ReplicaBehindError, match=f"needs record {count + 1000}"):
+            protocol.decode_reply(conn._read.request([json.dumps(ahead).encode()], 5, 1))
+        assert time.monotonic() - started < 2.0  # a brief wait, then the answer
+        assert conn.db.stats()["replication"]["reads_waited"] == waited + 1
+        ahead["after"] = ["nope", 1]
         with pytest.raises(errors.ReplicaBehindError, match="history nope"):
             protocol.decode_reply(conn._read.request([json.dumps(ahead).encode()], 5, 1))
         bad = json.dumps({**ahead, "after": [1, "x"]}).encode()

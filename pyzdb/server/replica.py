@@ -24,6 +24,7 @@ import hashlib
 import logging
 import secrets
 import signal
+import socket
 import time
 from typing import Any
 
@@ -64,6 +65,8 @@ REFUSED_RETRY_S = 30.0
 COPY_RETRY_S = 10.0
 """After a second full copy in a row failed its checks, ask again this much later."""
 POLL_MS = 50
+READ_WAIT_S = 0.05
+"""A read-your-writes read that needs a record this replica is about to apply waits this long for it."""
 MAX_COPY_BYTES = 1 << 34
 """A full copy announced as larger than this is refused before it is received."""
 
@@ -111,6 +114,10 @@ class ReplicaServer:
         self._readers: list[zmq.Socket] = []
         self._metrics: MetricsEndpoint | None = None
         self._zap: ZapHandler | None = None
+        self._poller = zmq.Poller()
+        self._parked: dict[zmq.Socket, tuple[Any, float]] = {}
+        """Reader sockets whose read waits for a record (read-your-writes): its request and deadline."""
+        self.reads_waited = 0
 
     # --- start-up ------------------------------------------------------------------
 
@@ -156,6 +163,7 @@ class ReplicaServer:
                 "last_heard_s": None if heard is None else round(heard, 3),
                 "records_applied": self.records_applied,
                 "copies_received": self.copies_received,
+                "reads_waited": self.reads_waited,
             },
         }
 
@@ -229,22 +237,55 @@ class ReplicaServer:
             self.config.read_server_uri,
             f" and {self.config.read_bind}" if self.config.read_bind else "",
         )
-        poller = zmq.Poller()
+        poller = self._poller
         for sock in (self._link, *self._readers):
             poller.register(sock, zmq.POLLIN)
         self._hello()
         try:
             while not self._stopping:
-                ready = dict(poller.poll(POLL_MS))
+                ready = dict(poller.poll(int(READ_WAIT_S * 1000 / 5) if self._parked else POLL_MS))
                 if self._link in ready:
                     self._read_stream()
+                if self._parked:
+                    self._answer_parked()
                 for sock in self._readers:
                     if sock in ready:
-                        sock.send(self.handler.handle(sock.recv_multipart()))
+                        self._serve_read(sock)
                 self._housekeeping()
         finally:
             self._shutdown()
         return self._exit_code
+
+    def _serve_read(self, sock: zmq.Socket) -> None:
+        """Answer one read, or park it briefly if it needs a record that is on its way."""
+        request = self.handler.parse(sock.recv_multipart())
+        if isinstance(request, bytes):
+            sock.send(request)
+        elif self._about_to_have(request.after):
+            self._parked[sock] = (request, time.monotonic() + READ_WAIT_S)
+            self._poller.modify(sock, 0)  # a REP takes no other request before it answers this one
+            self.reads_waited += 1
+        else:
+            sock.send(self.handler.answer(request))
+
+    def _about_to_have(self, after: tuple | None) -> bool:
+        """True if a read-your-writes read needs a record of this history while the link is up.
+
+        The writer sends a batch's records as it acknowledges them, so a read sent
+        after the reply usually needs a record already on its way.
+        """
+        if after is None or not self.link_up or after[0] != self.position.history:
+            return False
+        return self.position.count < after[1]
+
+    def _answer_parked(self) -> None:
+        """Answer the parked reads whose record arrived (or whose wait is over: ``ReplicaBehindError``)."""
+        now = time.monotonic()
+        for sock, (request, deadline) in list(self._parked.items()):
+            if now >= deadline or self.position.count >= request.after[1] or not self.link_up:
+                del self._parked[sock]
+                sock.send(self.handler.answer(request))
+                self._poller.modify(sock, zmq.POLLIN)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -281,7 +322,7 @@ class ReplicaServer:
             "position": self.position.to_json(),
             "credit": WINDOW,
             "copy": copy,
-            "name": f"{self.config.db}",
+            "name": f"{socket.gethostname()}:{self.config.db}",  # two machines may use one path
         }
         self._hello_queued = self._send(b"HELLO", body)
 

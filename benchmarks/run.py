@@ -36,7 +36,7 @@ skips what is missing), then measures, on 127.0.0.1 and free ports:
 
 It prints the table (stdout; progress goes to stderr), writes
 ``benchmarks/results/latest.json`` and draws ``docs/performance.png``
-(``benchmarks/results/performance-quick.png`` with ``--quick``, or
+(``benchmarks/results/performance-quick.png`` with ``--quick`` or a subset of ``--sections``, or
 ``--chart PATH``).  docs/performance.md explains every figure.
 """
 
@@ -74,7 +74,7 @@ ROOT = _procs.ROOT
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 CHART = ROOT / "docs" / "performance.png"
 QUICK_CHART = ROOT / "benchmarks" / "results" / "performance-quick.png"
-"""Where ``--quick`` draws, so that a smoke run never replaces the chart the docs show."""
+"""Where ``--quick`` or a run of some sections draws, so that it never replaces the chart the docs show."""
 QUIET_S = 1.0
 """How long the save()-blocking hammer runs before the first save (the no-save baseline)."""
 
@@ -506,7 +506,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON (default: %(default)s)")
     parser.add_argument(
-        "--chart", type=Path, help=f"chart PNG (default: {CHART}, or {QUICK_CHART} with --quick)"
+        "--chart",
+        type=Path,
+        help=f"chart PNG (default: {CHART}, or {QUICK_CHART} with --quick or --sections)",
     )
     parser.add_argument("--profile", action="store_true", help="profile pyzdb's small read and write instead")
     args = parser.parse_args(argv)
@@ -572,7 +574,8 @@ def finish(results: dict, args: argparse.Namespace, can_chart: bool, wall: float
     args.output.write_text(json.dumps(results, indent=1))
     say(f"results written to {args.output}")
     if can_chart:
-        chart = args.chart or (QUICK_CHART if args.quick else CHART)
+        partial = args.quick or set(args.sections) != set(SECTIONS)
+        chart = args.chart or (QUICK_CHART if partial else CHART)
         chart.parent.mkdir(parents=True, exist_ok=True)
         _report.chart(results, chart)
         say(f"chart written to {chart}")

@@ -177,8 +177,8 @@ def _replication_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=ServerConfig.repl_backlog_bytes,
         metavar="BYTES",
-        help="journal records the writer keeps in memory for replicas that fall behind; "
-        "one further behind takes a full copy (default: %(default)s)",
+        help="journal records the writer keeps in memory for replicas that fall behind, from the first "
+        "replica until an hour after the last; one further behind takes a full copy (default: %(default)s)",
     )
     group.add_argument(
         "--repl-backlog-seconds",

@@ -321,6 +321,32 @@ def test_replica_catches_up_after_the_writer_restarts(writer, replica, how):
     assert "lost (silent" in replica.log() or "the writer does not know this replica" in replica.log()
 
 
+def _backlog(writer: ServerProcess) -> dict:
+    with Connection(writer.write_uri, timeout=5) as conn:
+        return conn.db.stats()["replication"]["backlog"]
+
+
+def test_backlog_is_read_from_the_journals_when_the_first_replica_comes(writer, replica_path):
+    replica = Replica(replica_path, writer).start()
+    try:
+        _write(writer, 20, "one")
+        _wait_synced(replica, writer)
+        assert _backlog(writer)["in_memory"] is True
+        replica.stop()
+        writer.kill()  # no final snapshot: its journal holds the 20 writes
+        writer.start()
+        _write(writer, 20, "two")  # nobody to keep them in memory for
+        assert _backlog(writer) == {**_backlog(writer), "in_memory": False, "records": 0, "bytes": 0}
+        replica.start()
+        _wait_synced(replica, writer)
+        backlog = _backlog(writer)
+        assert backlog["in_memory"] is True and backlog["records"] >= 40
+        assert writer.log().count("sending a full copy") == 1, "it resumed from the journals on disk"
+        assert "read from the journals" in writer.log()
+    finally:
+        replica.stop()
+
+
 def test_replica_too_far_behind_takes_a_full_copy(tmp_path, replica_path):
     writer = ServerProcess(tmp_path / "db.pkl", None, "--repl-backlog-bytes", "2000", "-v").start()
     replica = Replica(replica_path, writer)

@@ -76,6 +76,8 @@ CHUNK_BYTES = 1 << 20
 """Bytes of a full copy per CHUNK message."""
 DEFAULT_BACKLOG_BYTES = 64 << 20
 """Record bytes the writer keeps for replicas that fall behind (``--repl-backlog-bytes``)."""
+BACKLOG_IDLE_S = 3600.0
+"""With no replica for this long, the writer frees the backlog's memory (as Redis's repl-backlog-ttl)."""
 MAX_PEERS = 100
 """Most replicas served at once (each HELLO from a new one beyond is refused)."""
 COPY_KEEP_S = 60.0
@@ -290,6 +292,11 @@ class Backlog:
         while self.bytes > self.limit_bytes and self._start < len(self._records) - 1:
             self._drop_oldest()
 
+    def pass_over(self, record: bytes) -> None:
+        """Move past one record without keeping it (the backlog stays empty)."""
+        self.head.advance(record)
+        self.base_count, self.base_chain = self.head.count, self.head.chain
+
     def _drop_oldest(self) -> None:
         self.bytes -= len(self._records[self._start])
         self.base_chain = self._chains[self._start]
@@ -350,34 +357,34 @@ class Peer:
     """Number of the next message of this session: a replica that sees a gap lost one."""
 
 
-def position_from_state(state: dict) -> Position:
-    """The position a snapshot was taken at; a store without one starts a new history there."""
+def position_from_state(state: dict, db: str | os.PathLike | None = None) -> Position:
+    """The position a snapshot was taken at.
+
+    A store without one (no snapshot yet) continues the history its first
+    journal started, if ``db``'s journal says so, so that a writer killed
+    before its first snapshot keeps its replicas; otherwise a new history begins.
+    """
     saved = state.get("replication")
-    if saved is None:
-        return Position(new_history())
-    return Position.from_json(saved)
+    if saved is not None:
+        return Position.from_json(saved)
+    generation = state.get("generation", 0)
+    files = journal.journal_files(Path(db).absolute()) if db is not None else []
+    journals = [path for gen, path in files if gen >= generation]
+    if journals:
+        try:
+            started = Position.from_json(json.loads(journal.start_path(journals[0]).read_text()))
+        except (OSError, ValueError):
+            started = None
+        if started is not None and started.count == 0 and started.chain == ZERO_CHAIN:
+            return started
+    return Position(new_history())
 
 
 def source_from_state(
     state: dict, backlog_bytes: int = DEFAULT_BACKLOG_BYTES, db: str | os.PathLike | None = None
 ) -> ReplicationSource:
-    """The writer's replication source, positioned where the loaded snapshot was taken.
-
-    With ``db``, the journals kept from before that snapshot (see
-    ``Persistence.retain_bytes``) go into the backlog first, if they chain
-    exactly to the snapshot's position.
-    """
-    position = position_from_state(state)
-    retained = None
-    if db is not None and state.get("replication") is not None:
-        retained = retained_records(Path(db).absolute(), state.get("generation", 0), position)
-    if retained is None:
-        return ReplicationSource(position, backlog_bytes)
-    start, records = retained
-    source = ReplicationSource(start, backlog_bytes)
-    for record in records:
-        source.record(record)
-    return source
+    """The writer's replication source, positioned where the loaded snapshot (or first journal) began."""
+    return ReplicationSource(position_from_state(state, db), backlog_bytes)
 
 
 def write_journal_start(journal_file: Path, position: Position) -> None:
@@ -385,18 +392,19 @@ def write_journal_start(journal_file: Path, position: Position) -> None:
     journal.start_path(journal_file).write_text(json.dumps(position.to_json()))
 
 
-def retained_records(db: Path, generation: int, position: Position) -> tuple[Position, list[bytes]] | None:
-    """The start position and records of the kept journals just below ``generation``, or None.
+def journal_records(db: Path, position: Position) -> tuple[Position, list[bytes]] | None:
+    """The start position and records of the store's journals on disk that lead to ``position``, or None.
 
-    They count only if they follow each other without a gap up to the snapshot
-    and, replayed over the start position recorded beside the oldest, end
-    exactly at ``position`` (the snapshot's): anything else is ignored.
+    The journals must follow each other without a gap up to the newest and,
+    replayed over the start position recorded beside the oldest used, end
+    exactly at ``position``; journals of another history (before an exec) are
+    left out, anything that does not fit is ignored.
     """
     run: list[Path] = []
+    newest = None
     for gen, path in reversed(journal.journal_files(db)):
-        if gen >= generation:
-            continue
-        if gen != generation - 1 - len(run):
+        newest = gen if newest is None else newest
+        if gen != newest - len(run):
             break
         run.insert(0, path)
     for index, path in enumerate(run):
@@ -404,15 +412,17 @@ def retained_records(db: Path, generation: int, position: Position) -> tuple[Pos
             start = Position.from_json(json.loads(journal.start_path(path).read_text()))
             if start.history != position.history:
                 continue  # written before the store began its history (an exec): not part of it
-            records = [raw for older in run[index:] for raw in journal.scan(older, newest=False).records]
+            records = [raw for file in run[index:] for raw in journal.scan(file, file == run[-1]).records]
         except (OSError, ValueError, journal.CorruptJournalError) as exc:
-            log.info("kept journal %s not used for the backlog: %s", path, exc)
+            log.info("journal %s not used for the backlog: %s", path, exc)
             continue
         check = Position(start.history, start.count, start.chain)
         for raw in records:
             check.advance(raw)
         if check != position:
-            log.warning("kept journals from %s do not lead to the snapshot; not used for the backlog", path)
+            log.warning(
+                "journals from %s do not lead to the writer's position; not used for the backlog", path
+            )
             return None
         return start, records
     return None
@@ -423,6 +433,10 @@ class ReplicationSource:
 
     def __init__(self, position: Position, backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
         self.backlog = Backlog(position, backlog_bytes)
+        self.holding = False
+        """Whether the backlog keeps records in memory: from the first replica's ``HELLO`` until
+        ``BACKLOG_IDLE_S`` after the last one left (before that, they are only on disk)."""
+        self._alone_since = time.monotonic()
         self.peers: dict[bytes, Peer] = {}
         self.sock: zmq.Socket | None = None
         self.copies_sent = 0
@@ -440,7 +454,10 @@ class ReplicationSource:
 
     def record(self, payload: bytes) -> None:
         """A record was just journaled (called for every one, also while recovering)."""
-        self.backlog.append(payload)
+        if self.holding:
+            self.backlog.append(payload)
+        else:
+            self.backlog.pass_over(payload)
 
     def new_history(self, why: str) -> None:
         """Begin a new history: the store changed outside the journal (exec), so no record leads to it.
@@ -495,6 +512,7 @@ class ReplicationSource:
         now = time.monotonic()
         if self._copy_cache is not None and now - self._copy_made > COPY_KEEP_S:
             self._copy_cache = None  # its memory is the size of the store: keep it only a while
+        self._let_go_of_backlog(now)
         for peer in list(self.peers.values()):
             if now - peer.last_heard > WRITER_PEER_TIMEOUT_S:
                 log.warning("replica %s: link lost (silent for %.0f s)", peer.name, now - peer.last_heard)
@@ -503,6 +521,35 @@ class ReplicationSource:
             self._pump(peer)
             if now - peer.last_sent >= HEARTBEAT_S:
                 self._send(peer, b"HEARTBEAT", {"count": self.backlog.head.count}, charge=False)
+
+    def _let_go_of_backlog(self, now: float) -> None:
+        """With no replica for ``BACKLOG_IDLE_S``, free the backlog's memory (the journals stay on disk)."""
+        if self.peers or not self.holding:
+            self._alone_since = now
+        elif now - self._alone_since > BACKLOG_IDLE_S:
+            log.info(
+                "no replica for %.0f s: the backlog's %d bytes are freed", BACKLOG_IDLE_S, self.backlog.bytes
+            )
+            self.backlog = Backlog(self.backlog.head, self.backlog.limit_bytes)
+            self.holding = False
+
+    def _hold_backlog(self) -> None:
+        """The first replica since start-up (or a long pause): read the backlog from the journals on disk."""
+        started, head = time.perf_counter(), self.backlog.head
+        self.holding = True
+        found = journal_records(self._folder_file, head) if self._folder_file is not None else None
+        if found is None:
+            return
+        backlog = Backlog(found[0], self.backlog.limit_bytes)
+        for record in found[1]:
+            backlog.append(record)
+        self.backlog = backlog
+        log.info(
+            "backlog: %d records (%d bytes) read from the journals in %.3f s",
+            head.count - backlog.base_count,
+            backlog.bytes,
+            time.perf_counter() - started,
+        )
 
     def stats(self) -> dict[str, Any]:
         """The writer's ``replication`` section of ``db.stats()``."""
@@ -526,6 +573,7 @@ class ReplicationSource:
                 "records": head.count - self.backlog.base_count,
                 "bytes": self.backlog.bytes,
                 "limit_bytes": self.backlog.limit_bytes,
+                "in_memory": self.holding,
             },
             "copies_sent": self.copies_sent,
             "replicas": replicas,
@@ -566,6 +614,8 @@ class ReplicationSource:
 
     def _hello(self, identity: bytes, body: dict) -> None:
         position = Position.from_json(body.get("position"))
+        if not self.holding:
+            self._hold_backlog()
         session, credit = body.get("session"), body.get("credit")
         if type(session) is not int or type(credit) is not int or not 0 < credit <= 10_000:
             raise ValueError("HELLO needs an integer session and credit")

@@ -163,8 +163,9 @@ class ReadWriteServer:
         started = time.perf_counter()
         state, records = self.files.load()
         store, sessions = store_from_state(state, self.config.undo_limit)
-        db = self.config.db if self.config.repl_uri else None
-        self.replication: ReplicationSource = source_from_state(state, self.config.repl_backlog_bytes, db)
+        self.replication: ReplicationSource = source_from_state(
+            state, self.config.repl_backlog_bytes, self.config.db
+        )
         snapshot_position = self.replication.position.to_json()
         handler = Handler(
             store,

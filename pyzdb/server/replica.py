@@ -67,6 +67,8 @@ COPY_RETRY_S = 10.0
 POLL_MS = 50
 READ_WAIT_S = 0.05
 """A read-your-writes read that needs a record this replica is about to apply waits this long for it."""
+PARKED_POLL_MS = 10
+"""While a read waits, the loop wakes this often to see whether its wait is over."""
 MAX_COPY_BYTES = 1 << 34
 """A full copy announced as larger than this is refused before it is received."""
 
@@ -243,7 +245,7 @@ class ReplicaServer:
         self._hello()
         try:
             while not self._stopping:
-                ready = dict(poller.poll(int(READ_WAIT_S * 1000 / 5) if self._parked else POLL_MS))
+                ready = dict(poller.poll(PARKED_POLL_MS if self._parked else POLL_MS))
                 if self._link in ready:
                     self._read_stream()
                 if self._parked:

@@ -478,7 +478,10 @@ class ReplicationSource:
         )
         if self.sock is not None:
             for peer in self.peers.values():
-                self.sock.send_multipart([peer.identity, *message(b"RESYNC", {})], zmq.NOBLOCK)
+                try:
+                    self.sock.send_multipart([peer.identity, *message(b"RESYNC", {})], zmq.NOBLOCK)
+                except zmq.Again:  # a stuck link: its next message to us gets the RESYNC instead
+                    pass
         self.peers.clear()
 
     def open(self, sock: zmq.Socket, store: Any, db: str | os.PathLike) -> None:

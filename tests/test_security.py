@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -581,3 +582,9 @@ def test_a_replica_under_curve_follows_the_writer_and_checks_its_own_readers(
                           str(keydir / "server.key"), "--client-key", secret, read_only=True)  # fmt: skip
     with pytest.raises(RuntimeError, match="--read-bind under CURVE needs --curve KEYDIR"):
         plain.start()
+    public_only = tmp_path / "public-only"  # the writer's folder without its server.key_secret
+    shutil.copytree(keydir, public_only, ignore=shutil.ignore_patterns("server.key_secret"))
+    no_secret = ServerProcess(folder / "replica.pkl", server.port_base, *common, "--curve", str(public_only),
+                              "--client-key", secret, read_only=True)  # fmt: skip
+    with pytest.raises(RuntimeError, match="exited with 1.*cannot read the key file .*server.key_secret"):
+        no_secret.start()  # a clear refusal, not a hang

@@ -194,7 +194,7 @@ class ReplicaServer:
             self._readers.append(reader)
             reader.connect(connectable(self.config.read_server_uri))
             if self.config.read_bind:
-                self._readers.append(self._read_bind_socket())
+                self._bind_own_reader()
             if self.config.metrics_port is not None:
                 port, host = self.config.metrics_port, self.config.metrics_host
                 self._metrics = MetricsEndpoint(host, port, lambda: self.handler.all_stats())
@@ -203,11 +203,13 @@ class ReplicaServer:
             self.files.close()
             raise
 
-    def _read_bind_socket(self) -> zmq.Socket:
-        """The REP of ``--read-bind``: under ``--curve``, only the folder's client keys reach it."""
-        sock = self._socket(zmq.REP)
+    def _bind_own_reader(self) -> None:
+        """Bind the REP of ``--read-bind``: under ``--curve``, only the folder's client keys reach it."""
         if self.config.curve is not None:
             self._zap = ZapHandler(self._context, self.config.curve)
+        sock = self._socket(zmq.REP)
+        self._readers.append(sock)  # closed with the others if anything below fails
+        if self._zap is not None:
             secure(sock, self._zap.ring, CLIENT_DOMAIN)
         elif not is_loopback(self.config.read_bind):
             log.warning(
@@ -215,7 +217,6 @@ class ReplicaServer:
                 self.config.read_bind,
             )
         sock.bind(self.config.read_bind)
-        return sock
 
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self._context.socket(kind)

@@ -107,6 +107,14 @@ def _write(writer: ServerProcess, count: int, prefix: str = "k") -> None:
             conn.db[f"{prefix}{i}"] = {"i": i, "tags": [prefix, i]}
 
 
+def _sync_then_stop(replica: Replica, writer: ServerProcess) -> None:
+    """Start ``replica``, let it follow 10 writes, and stop it: the writer goes on without it."""
+    replica.start()
+    _write(writer, 10, "one")
+    _wait_synced(replica, writer)
+    replica.stop()
+
+
 # --- positions and the copy format, without processes ---------------------------------
 
 
@@ -351,10 +359,7 @@ def test_replica_too_far_behind_takes_a_full_copy(tmp_path, replica_path):
     writer = ServerProcess(tmp_path / "db.pkl", None, "--repl-backlog-bytes", "2000", "-v").start()
     replica = Replica(replica_path, writer)
     try:
-        replica.start()
-        _write(writer, 10, "one")
-        _wait_synced(replica, writer)
-        replica.stop()
+        _sync_then_stop(replica, writer)
         _write(writer, 200, "two")  # far more than 2000 bytes of records
         with Connection(writer.write_uri, timeout=10) as conn:
             for i in range(3):
@@ -678,10 +683,7 @@ def test_kept_journals_carry_the_backlog_across_a_clean_writer_restart(tmp_path,
     writer = ServerProcess(tmp_path / "db.pkl", None, "--repl-backlog-seconds", "600", "-v").start()
     replica = Replica(replica_path, writer)
     try:
-        replica.start()
-        _write(writer, 10, "one")
-        _wait_synced(replica, writer)
-        replica.stop()
+        _sync_then_stop(replica, writer)
         _write(writer, 20, "two")
         with Connection(writer.write_uri, timeout=5) as conn:
             conn.db.save()  # a snapshot covers the journal the replica still needs
